@@ -1,0 +1,60 @@
+"""Configuration: where ``conf/`` lives, composing it outside a Hydra app, and building objects from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from bottomup.errors import ConfigError
+from bottomup.skeletons import Skeleton
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with command-line style ``overrides`` (for notebooks and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the configs available in a ``conf/`` group, e.g. ``group_options("method")``."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def load_group(group: str, name: str) -> DictConfig:
+    """One config of a group (``conf/<group>/<name>.yaml``) on its own."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown {group} {name!r}; choose one of {group_options(group)}")
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def build_method(method_cfg: DictConfig | str, skeleton: Skeleton):
+    """Instantiate a grouping method from its config (or from its name in ``conf/method``)."""
+    from hydra.utils import instantiate
+
+    cfg = load_group("method", method_cfg) if isinstance(method_cfg, str) else method_cfg
+    return instantiate(cfg, skeleton=skeleton, _convert_="all")
+
+
+def build_trunk(trunk_cfg: DictConfig | str):
+    """Instantiate a trunk from its config (or from its name in ``conf/trunk``)."""
+    from hydra.utils import instantiate
+
+    cfg = load_group("trunk", trunk_cfg) if isinstance(trunk_cfg, str) else trunk_cfg
+    return instantiate(cfg, _convert_="all")
+
+
+def build_model(trunk_cfg: DictConfig | str, method_cfg: DictConfig | str, skeleton: Skeleton):
+    """A :class:`~bottomup.model.PoseModel` for any trunk x method combination."""
+    from bottomup.model import PoseModel
+
+    return PoseModel(build_trunk(trunk_cfg), build_method(method_cfg, skeleton))

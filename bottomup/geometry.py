@@ -1,0 +1,86 @@
+"""Coordinate frames and affine transforms: the one place that converts between image, input and map coordinates.
+
+Convention everywhere in bottomup: **pixel centres sit at integer coordinates** (pixel ``i`` covers ``[i-0.5, i+0.5)``),
+as in OpenCV's ``warpAffine``. Scaling by ``s`` then maps ``x -> s * (x + 0.5) - 0.5`` (pixel *areas* scale), which is
+what ``cv2.resize`` and ``torch.nn.functional.interpolate(align_corners=False)`` do, so maps produced at stride ``r``
+relate to the input by ``x_input = r * (x_map + 0.5) - 0.5``.
+
+Transforms are 3x3 homogeneous float64 numpy matrices acting on column vectors ``(x, y, 1)``; compose with ``@``
+(the right-hand transform applies first). Imports only numpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def identity() -> np.ndarray:
+    return np.eye(3)
+
+
+def scaling(sx: float, sy: float | None = None) -> np.ndarray:
+    """Resize by ``(sx, sy)`` under the pixel-centre convention: ``x -> sx * (x + 0.5) - 0.5``."""
+    sy = sx if sy is None else sy
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def translation(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+
+
+def rotation(degrees: float, center: tuple[float, float]) -> np.ndarray:
+    """Rotate by ``degrees`` (counter-clockwise on screen, y pointing down) about ``center``."""
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    return translation(*center) @ rot @ translation(-center[0], -center[1])
+
+
+def hflip(width: int) -> np.ndarray:
+    """Mirror an image of ``width`` pixels: ``x -> width - 1 - x``."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def stride_down(stride: float) -> np.ndarray:
+    """Input pixels to the grid of a map at ``stride`` (``x_map = (x_input + 0.5) / stride - 0.5``)."""
+    return scaling(1.0 / stride)
+
+
+def invert(matrix: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(_as3x3(matrix))
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map points ``[..., 2]`` (extra trailing columns such as visibility are kept unchanged)."""
+    m = _as3x3(matrix)
+    pts = np.asarray(points, dtype=np.float64)
+    out = pts.copy()
+    out[..., :2] = pts[..., :2] @ m[:2, :2].T + m[:2, 2]
+    return out
+
+
+def fit_into(width: int, height: int, size: int) -> tuple[np.ndarray, float]:
+    """Scale an image so its longer side fits ``size``, anchored top-left; returns (image->input matrix, scale)."""
+    s = size / max(width, height)
+    return scaling(s), s
+
+
+def cv2_matrix(matrix: np.ndarray) -> np.ndarray:
+    """The 2x3 float32 form that ``cv2.warpAffine`` takes."""
+    return _as3x3(matrix)[:2].astype(np.float32)
+
+
+def scale_of(matrix: np.ndarray) -> float:
+    """The isotropic scale factor of a similarity transform (geometric mean of the axis scales)."""
+    return float(math.sqrt(abs(np.linalg.det(_as3x3(matrix)[:2, :2]))))
+
+
+def _as3x3(matrix: np.ndarray) -> np.ndarray:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape == (2, 3):
+        m = np.vstack([m, [0.0, 0.0, 1.0]])
+    if m.shape != (3, 3):
+        raise ValueError(f"affine matrix must be 2x3 or 3x3, got shape {m.shape}")
+    return m

@@ -1,0 +1,1 @@
+"""Grouping methods: one module per method (codec, head, loss), reached through :mod:`bottomup.methods.base`."""

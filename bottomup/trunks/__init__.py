@@ -1,0 +1,1 @@
+"""Trunks (feature extractors) shared by every grouping head."""
