@@ -1,6 +1,6 @@
 """Input checks shared by the decoders: shapes that name the problem, and maps made safe to decode.
 
-A decoder must never crash on what a half-trained network emits: NaN becomes 0 and infinities are clamped, so the
+A decoder must never crash on what a half-trained network emits: NaN reads as 0 and infinities are clamped, so the
 output poses stay finite. Shape errors, on the other hand, are the caller's bug and raise ``ValueError`` naming the
 argument and the shapes involved.
 """
@@ -38,7 +38,15 @@ def check_same_batch_and_size(reference_name: str, reference: Tensor, name: str,
                          f"{tuple(reference.shape)}: expected batch {reference.shape[0]} and spatial size {want_hw}")
 
 
-def sanitize(tensor: Tensor) -> Tensor:
-    """Float32 copy with NaN set to 0 and values clamped to +-:data:`MAP_LIMIT`."""
-    t = tensor.detach().float()
-    return torch.nan_to_num(t, nan=0.0, posinf=MAP_LIMIT, neginf=-MAP_LIMIT).clamp_(-MAP_LIMIT, MAP_LIMIT)
+def as_float(tensor: Tensor) -> Tensor:
+    """The maps as float32 (a no-op for float32 input), detached from any graph."""
+    return tensor.detach().float()
+
+
+def finite(tensor: Tensor) -> Tensor:
+    """NaN set to 0 and values clamped to +-:data:`MAP_LIMIT`.
+
+    Applied to the short lists decoders gather from the maps (peak scores, tags, sampled fields), not to whole maps:
+    a non-finite pixel can then never leak into an output, at a cost independent of the map size.
+    """
+    return torch.nan_to_num(tensor, nan=0.0, posinf=MAP_LIMIT, neginf=-MAP_LIMIT).clamp(-MAP_LIMIT, MAP_LIMIT)

@@ -23,6 +23,15 @@ def match_max(scores: np.ndarray, allowed: np.ndarray | None = None) -> tuple[np
     if scores.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
+    if min(scores.shape) == 1:
+        # One row or one column: the optimum is its best allowed entry; no solver call needed.
+        masked = scores if allowed is None else np.where(allowed, scores, -np.inf)
+        best = int(np.argmax(masked))
+        if not np.isfinite(masked.flat[best]):
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        row, col = np.unravel_index(best, scores.shape)
+        return np.array([row]), np.array([col])
     cost = -scores.astype(np.float64)
     if allowed is not None:
         cost = np.where(allowed, cost, _FORBIDDEN)

@@ -102,11 +102,17 @@ class Codec(ABC):
         """Outputs computed on a horizontally mirrored input, brought back into the unmirrored frame."""
 
     def fuse(self, outputs: Sequence[Mapping[str, Tensor]]) -> Outputs:
-        """Combine several outputs of the same image at the same size (flip test): maps averaged, tags stacked."""
+        """Combine several outputs of one image at one size (flip test): maps averaged; per-joint tags concatenated,
+        so each joint's tag dimension grows (the AE flip test)."""
         fused: Outputs = {}
+        k = self.skeleton.num_keypoints
         for name, spec in self.outputs.items():
             maps = [o[name] for o in outputs]
-            fused[name] = torch.cat(maps, dim=1) if spec.kind == "tag" else torch.stack(maps).mean(0)
+            if spec.kind == "tag":
+                b, _, h, w = maps[0].shape
+                fused[name] = torch.cat([m.view(b, k, -1, h, w) for m in maps], dim=2).view(b, -1, h, w)
+            else:
+                fused[name] = torch.stack(maps).mean(0)
         return fused
 
     def flip_channels(self, maps: Tensor, kind: str) -> Tensor:

@@ -1,0 +1,200 @@
+"""Part-affinity-field decoding (Cao et al., CVPR'17 / TPAMI'19): peaks linked by line integrals over limb fields.
+
+1. Candidates: heatmap peaks (max-pool NMS, top-k, sub-pixel refinement), batched over images and joints.
+2. Limb scores: for every limb and every pair of candidates of its two joints, the field is sampled bilinearly at
+   ``samples`` points along the segment and projected on its direction; a pair is plausible when enough samples agree
+   (``min_agreement`` above ``paf_threshold``) and the mean, with OpenPose's prior against very long limbs, is
+   positive. All pairs of all limbs of all images are scored in one batched computation.
+3. Per limb, a Hungarian matching keeps at most one partner per candidate.
+4. Assembly: all matched connections, strongest first, merge the groups they join unless the two groups already
+   hold different candidates for one joint. With a redundant limb graph this merges the fragments that a missing
+   joint would otherwise leave (a person is one group as long as some chain of limbs links its joints).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bottomup.decoders import checks
+from bottomup.decoders.base import PoseSelection
+from bottomup.decoders.matching import match_max
+from bottomup.decoders.peaks import find_peaks, sample
+from bottomup.poses import Poses
+from bottomup.skeletons import Skeleton
+
+PERSON_SCORES = ("joints", "joints_and_limbs")
+
+
+class PAFDecoder(PoseSelection):
+    """Groups heatmap peaks into people along part affinity fields.
+
+    Call with ``heatmaps [B, K, H, W]`` and ``pafs [B, 2L, H, W]``, the field channels ordered limb by limb as
+    (x, y) in the order of ``limbs``. Returns one :class:`Poses` per image, coordinates in the heatmap grid.
+
+    Args:
+        skeleton: keypoint layout.
+        limbs: the limb graph of the fields as pairs of keypoint indices (default ``skeleton.pafs``: for COCO the
+            redundant 33-link graph).
+        detection_threshold: minimum heatmap value of a candidate.
+        top_k: candidates kept per joint.
+        nms_kernel: max-pooling window of peak NMS.
+        refine: sub-pixel refinement of peaks.
+        samples: points sampled along each candidate limb for the line integral.
+        paf_threshold: a sample agrees when its projected field exceeds this.
+        min_agreement: fraction of samples that must agree for a pair to be a candidate connection.
+        person_score: ``joints``: sum of the keypoint scores over K (people with more, surer joints rank higher);
+            ``joints_and_limbs``: that times the mean score of the person's connections.
+        **selection: :class:`~bottomup.decoders.base.PoseSelection` options.
+    """
+
+    def __init__(self, skeleton: Skeleton, limbs: Sequence[Sequence[int]] | None = None,
+                 detection_threshold: float = 0.1, top_k: int = 30, nms_kernel: int = 3, refine: str = "gaussian",
+                 samples: int = 10, paf_threshold: float = 0.05, min_agreement: float = 0.8,
+                 person_score: str = "joints", **selection) -> None:
+        super().__init__(skeleton, **selection)
+        limbs = skeleton.pafs if limbs is None else tuple((int(a), int(b)) for a, b in limbs)
+        k = skeleton.num_keypoints
+        for a, b in limbs:
+            if not (0 <= a < k and 0 <= b < k) or a == b:
+                raise ValueError(f"limb ({a}, {b}) is not a pair of distinct keypoints of skeleton "
+                                 f"{skeleton.name!r} (0..{k - 1})")
+        if not limbs:
+            raise ValueError("PAFDecoder needs at least one limb")
+        if person_score not in PERSON_SCORES:
+            raise ValueError(f"person_score must be one of {PERSON_SCORES}, got {person_score!r}")
+        if samples < 2:
+            raise ValueError(f"samples must be >= 2, got {samples}")
+        self.limbs = tuple(limbs)
+        self.detection_threshold = float(detection_threshold)
+        self.top_k = int(top_k)
+        self.nms_kernel = int(nms_kernel)
+        self.refine = refine
+        self.samples = int(samples)
+        self.paf_threshold = float(paf_threshold)
+        self.min_agreement = float(min_agreement)
+        self.person_score = person_score
+        self._limb_a = torch.tensor([a for a, _ in self.limbs])
+        self._limb_b = torch.tensor([b for _, b in self.limbs])
+
+    def __call__(self, heatmaps: Tensor, pafs: Tensor) -> list[Poses]:
+        k, n_limbs = self.skeleton.num_keypoints, len(self.limbs)
+        checks.check_rank("heatmaps", heatmaps, (4,), "[B, K, H, W]")
+        checks.check_rank("pafs", pafs, (4,), "[B, 2L, H, W]")
+        checks.check_channels("heatmaps", heatmaps, k, f"skeleton {self.skeleton.name!r} has {k} keypoints")
+        checks.check_channels("pafs", pafs, 2 * n_limbs, f"x and y per limb of the {n_limbs}-limb graph")
+        checks.check_same_batch_and_size("heatmaps", heatmaps, "pafs", pafs)
+        heatmaps, pafs = checks.as_float(heatmaps), checks.as_float(pafs)
+        b, _, h, w = heatmaps.shape
+        peaks = find_peaks(heatmaps, self.nms_kernel, self.detection_threshold, self.top_k, self.refine)
+        n = max(1, int(peaks.valid.sum(-1).max()))
+        x, y, score, valid = (t[..., :n] for t in (peaks.x, peaks.y, peaks.score, peaks.valid))
+        limb_scores, plausible = self._score_limbs(pafs, x, y, valid)
+        packed = torch.cat([x, y, score, valid.float()], dim=-1).cpu().numpy()
+        limb_scores = torch.where(plausible, limb_scores, torch.full_like(limb_scores, -1.0)).cpu().numpy()
+        results = []
+        for i in range(b):
+            px, py, ps, pv = (packed[i, :, j * n:(j + 1) * n] for j in range(4))
+            connections = self._connect(limb_scores[i])
+            slots, limb_mean = self._assemble(connections, pv > 0)
+            results.append(self._people(slots, limb_mean, px, py, ps, heatmaps.device, w, h))
+        return results
+
+    def _score_limbs(self, pafs: Tensor, x: Tensor, y: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Line-integral scores ``[B, L, N, N]`` of every candidate pair of every limb, and their plausibility."""
+        b, _, h, w = pafs.shape
+        n_limbs, n, s = len(self.limbs), x.shape[-1], self.samples
+        la, lb = self._limb_a.to(x.device), self._limb_b.to(x.device)
+        xa, ya, xb, yb = x[:, la, :, None], y[:, la, :, None], x[:, lb, None, :], y[:, lb, None, :]
+        dx, dy = xb - xa, yb - ya
+        length = torch.sqrt(dx * dx + dy * dy)
+        ux, uy = dx / length.clamp_min(1e-6), dy / length.clamp_min(1e-6)
+        t = torch.linspace(0.0, 1.0, s, device=x.device)
+        sx = (xa[..., None] + dx[..., None] * t).reshape(b * n_limbs, n * n * s)
+        sy = (ya[..., None] + dy[..., None] * t).reshape(b * n_limbs, n * n * s)
+        field = sample(pafs.view(b * n_limbs, 2, h, w), sx, sy).view(b, n_limbs, 2, n, n, s)
+        dot = field[:, :, 0] * ux[..., None] + field[:, :, 1] * uy[..., None]
+        agreement = (dot > self.paf_threshold).float().mean(-1)
+        # OpenPose's prior: limbs longer than half the image height are penalised.
+        prior = (0.5 * h / length.clamp_min(1e-6) - 1.0).clamp_max(0.0)
+        scores = dot.mean(-1) + prior
+        plausible = (valid[:, la, :, None] & valid[:, lb, None, :] & (length > 1e-3)
+                     & (agreement >= self.min_agreement) & (scores > 0))
+        return scores, plausible
+
+    def _connect(self, limb_scores: np.ndarray) -> np.ndarray:
+        """Per-limb Hungarian matching. Returns connections ``[C, 4]``: limb, candidate a, candidate b, score."""
+        found = []
+        for limb, scores in enumerate(limb_scores):
+            allowed = scores > 0
+            if not allowed.any():
+                continue
+            rows, cols = match_max(scores, allowed)
+            found.append(np.stack([np.full(rows.shape, limb), rows, cols, scores[rows, cols]], axis=1))
+        return np.concatenate(found) if found else np.zeros((0, 4))
+
+    def _assemble(self, connections: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Merge connections into people, strongest first.
+
+        Returns ``slots [P, K]`` (candidate index per joint, -1 if none) and the mean connection score ``[P]``.
+        """
+        k, n = valid.shape
+        owner = np.full((k, n), -1, dtype=np.int64)
+        slots = np.full((max(1, 2 * len(connections)), k), -1, dtype=np.int64)
+        limb_sum = np.zeros(len(slots))
+        limb_count = np.zeros(len(slots))
+        alive = np.zeros(len(slots), dtype=bool)
+        people = 0
+        for c in np.argsort(-connections[:, 3], kind="stable"):
+            limb, ia, ib, s = int(connections[c, 0]), int(connections[c, 1]), int(connections[c, 2]), connections[c, 3]
+            ja, jb = self.limbs[limb]
+            pa, pb = owner[ja, ia], owner[jb, ib]
+            if pa < 0 and pb < 0:
+                p = people
+                people += 1
+                alive[p] = True
+                slots[p, ja], slots[p, jb] = ia, ib
+                owner[ja, ia] = owner[jb, ib] = p
+            elif pb < 0 or pa < 0:
+                p, j, i = (pa, jb, ib) if pb < 0 else (pb, ja, ia)
+                if slots[p, j] >= 0:
+                    continue
+                slots[p, j] = i
+                owner[j, i] = p
+            elif pa != pb:
+                if ((slots[pa] >= 0) & (slots[pb] >= 0)).any():
+                    continue
+                moved = slots[pb] >= 0
+                slots[pa, moved] = slots[pb, moved]
+                owner[np.flatnonzero(moved), slots[pb, moved]] = pa
+                limb_sum[pa] += limb_sum[pb]
+                limb_count[pa] += limb_count[pb]
+                alive[pb] = False
+                p = pa
+            else:
+                p = pa
+            limb_sum[p] += s
+            limb_count[p] += 1
+        keep = np.flatnonzero(alive[:people])
+        groups, limb_mean = slots[keep], limb_sum[keep] / np.maximum(limb_count[keep], 1)
+        # Candidates no connection reached are people of one keypoint; min_keypoints decides whether they stay.
+        lone_j, lone_i = np.nonzero(valid & (owner < 0))
+        lone = np.full((len(lone_j), k), -1, dtype=np.int64)
+        lone[np.arange(len(lone_j)), lone_j] = lone_i
+        return np.concatenate([groups, lone]), np.concatenate([limb_mean, np.zeros(len(lone_j))])
+
+    def _people(self, slots: np.ndarray, limb_mean: np.ndarray, x: np.ndarray, y: np.ndarray, score: np.ndarray,
+                device: torch.device, width: int, height: int) -> Poses:
+        present = slots >= 0
+        idx = np.where(present, slots, 0)
+        joints = np.arange(slots.shape[1])[None, :]
+        kpts = np.stack([x[joints, idx], y[joints, idx], score[joints, idx]], axis=-1) * present[..., None]
+        person = kpts[..., 2].mean(axis=1) if len(kpts) else np.zeros(0)
+        if self.person_score == "joints_and_limbs":
+            person = person * np.where(present.sum(1) > 1, limb_mean, 1.0)
+        return self.select(torch.as_tensor(kpts, dtype=torch.float32, device=device),
+                           torch.as_tensor(person, dtype=torch.float32, device=device),
+                           torch.as_tensor(present.sum(1), device=device), width, height)

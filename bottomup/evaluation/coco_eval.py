@@ -1,0 +1,102 @@
+"""Official COCO keypoint evaluation (pycocotools COCOeval), with the cases it does not handle made safe.
+
+- No detections at all: pycocotools' ``loadRes`` fails on an empty list; we return AP 0 instead.
+- Any skeleton: OKS sigmas come from the skeleton, not COCO's built-in 17.
+- AP broken down by the number of annotated people in the image (crowd buckets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Iterable, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO as CocoApi
+from pycocotools.cocoeval import COCOeval
+
+from bottomup.poses import Poses
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
+CROWD_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 3), (4, 7), (8, None))
+
+
+def bucket_name(lo: int, hi: int | None) -> str:
+    return f"{lo}" if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+
+
+def bucket_of(count: int) -> str | None:
+    """Crowd bucket name for an image with ``count`` people (``None`` for 0)."""
+    for lo, hi in CROWD_BUCKETS:
+        if count >= lo and (hi is None or count <= hi):
+            return bucket_name(lo, hi)
+    return None
+
+
+def poses_to_results(image_id: int, poses: Poses, category_id: int = 1) -> list[dict]:
+    """COCO results entries for one image's poses (already in original image pixels)."""
+    kpts = poses.keypoints.detach().cpu().numpy().astype(np.float64)
+    scores = poses.scores.detach().cpu().numpy().astype(np.float64)
+    return [{"image_id": int(image_id), "category_id": int(category_id),
+             "keypoints": [round(float(v), 3) for v in kpts[i].reshape(-1)], "score": float(scores[i])}
+            for i in range(len(scores))]
+
+
+def people_per_image(coco: CocoApi, image_ids: Iterable[int]) -> dict[int, int]:
+    """Annotated people (not crowd, at least one keypoint) per image."""
+    counts = {}
+    for image_id in image_ids:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
+        counts[image_id] = sum(1 for a in anns if a.get("num_keypoints", 0) > 0)
+    return counts
+
+
+def evaluate(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
+             image_ids: Sequence[int] | None = None, verbose: bool = False) -> dict[str, float]:
+    """COCO keypoint metrics (``METRIC_NAMES``) of ``results`` against ``coco``.
+
+    ``image_ids`` restricts evaluation (default: every image of ``coco``). With no results at all every metric is 0.
+    ``verbose`` prints pycocotools' standard table.
+    """
+    ids = sorted(coco.getImgIds()) if image_ids is None else sorted(int(i) for i in image_ids)
+    ids_set = set(ids)
+    results = [r for r in results if r["image_id"] in ids_set]
+    if not results or not ids:
+        return {name: 0.0 for name in METRIC_NAMES}
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        detections = coco.loadRes(copy.deepcopy(list(results)))
+        evaluator = COCOeval(coco, detections, iouType="keypoints")
+        evaluator.params.imgIds = ids
+        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    if verbose:
+        print(_table(sink.getvalue()))
+    stats = np.maximum(evaluator.stats, 0.0)
+    return {name: float(v) for name, v in zip(METRIC_NAMES, stats)}
+
+
+def _table(output: str) -> str:
+    return "\n".join(line for line in output.splitlines() if line.lstrip().startswith("Average"))
+
+
+def evaluate_by_crowd(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
+                      image_ids: Sequence[int]) -> dict[str, dict[str, float]]:
+    """``{bucket: {"AP": ..., "images": n}}`` for the crowd buckets 1, 2-3, 4-7, 8+ people per image."""
+    counts = people_per_image(coco, image_ids)
+    out = {}
+    for lo, hi in CROWD_BUCKETS:
+        name = bucket_name(lo, hi)
+        ids = [i for i, c in counts.items() if bucket_of(c) == name]
+        if ids:
+            out[name] = {"AP": evaluate(coco, results, sigmas, ids)["AP"], "images": len(ids)}
+    return out
+
+
+def load_coco(path: str) -> CocoApi:
+    """pycocotools' COCO index of an annotation file, without its progress prints."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return CocoApi(str(path))
