@@ -1,0 +1,109 @@
+"""The synthetic default dataset: deterministic, cached, COCO-compatible, and hard enough (overlaps, crossings)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bottomup.data import CocoKeypoints, SyntheticPaths, describe, ensure_synthetic
+from bottomup.data.synthetic import MARKER, generate_split
+from bottomup.errors import DataError
+from bottomup.skeletons import COCO, Skeleton
+
+# pycocotools' RLE object predates numpy 2's __array__(copy=...) protocol; its annToMask still decodes right.
+PYCOCOTOOLS_NUMPY2 = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> SyntheticPaths:
+    return ensure_synthetic(tmp_path_factory.mktemp("syn") / "synthetic", num_train=80, num_val=10, seed=0)
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = generate_split(tmp_path / "a", "train", 12, (128, 256), seed=5)
+    second = generate_split(tmp_path / "b", "train", 12, (128, 256), seed=5)
+    assert json.dumps(first) == json.dumps(second)
+    for image in first["images"]:
+        name = image["file_name"]
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    (tmp_path / "c").mkdir()
+    assert json.dumps(generate_split(tmp_path / "c", "train", 12, (128, 256), seed=6)) != json.dumps(first)
+
+
+def test_ensure_is_idempotent_and_regenerates_on_new_parameters(small: SyntheticPaths) -> None:
+    stamp = small.train_annotations.stat().st_mtime_ns
+    again = ensure_synthetic(small.root, num_train=80, num_val=10, seed=0)
+    assert again == small and small.train_annotations.stat().st_mtime_ns == stamp
+    other = ensure_synthetic(small.root.parent / "other", num_train=3, num_val=2, seed=0)
+    ensure_synthetic(other.root, num_train=4, num_val=2, seed=0)
+    assert len(json.loads(other.train_annotations.read_text())["images"]) == 4
+    assert json.loads((other.root / MARKER).read_text())["num_train"] == 4
+    leftovers = [p.name for p in small.root.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert leftovers == []
+
+
+def test_files_declare_the_coco_skeleton_and_load_cleanly(small: SyntheticPaths) -> None:
+    data = json.loads(small.train_annotations.read_text())
+    assert Skeleton.from_coco_category(data["categories"][0]) is COCO
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = CocoKeypoints(small.train_annotations, small.train_images, input_size=128)
+    assert ds.file.clipped == 0 and ds.file.dropped == 0 and len(ds) == 80
+    for i in range(0, 80, 8):
+        image = ds.load_image(i)
+        assert image.shape[2] == 3 and 128 <= min(image.shape[:2]) and max(image.shape[:2]) <= 256
+
+
+def test_annotations_follow_coco_conventions(small: SyntheticPaths) -> None:
+    data = json.loads(small.train_annotations.read_text())
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+    visibility = []
+    for ann in data["annotations"]:
+        kpts = np.asarray(ann["keypoints"], dtype=float).reshape(17, 3)
+        w, h = sizes[ann["image_id"]]
+        labelled = kpts[:, 2] > 0
+        assert ann["num_keypoints"] == labelled.sum()
+        assert (kpts[~labelled] == 0).all()
+        assert (kpts[labelled, 0] >= -0.5).all() and (kpts[labelled, 0] < w - 0.5).all()
+        assert (kpts[labelled, 1] >= -0.5).all() and (kpts[labelled, 1] < h - 0.5).all()
+        assert ann["area"] > 0 and len(ann["bbox"]) == 4
+        visibility.extend(kpts[labelled, 2].tolist())
+    assert {1, 2} <= set(visibility)
+    kinds = {(a["iscrowd"], a["num_keypoints"] > 0) for a in data["annotations"]}
+    assert {(0, True), (0, False), (1, False)} <= kinds  # people, unlabelled people and crowd regions
+
+
+def test_statistics_show_crowds_overlaps_and_crossings(small: SyntheticPaths) -> None:
+    stats = describe(small.train_annotations)
+    assert stats["images"] == 80
+    assert 0 in stats["people_per_image"] and max(stats["people_per_image"]) == 8
+    assert 2.0 < stats["mean_people"] < 5.0
+    assert stats["overlap_fraction"] > 0.3
+    assert stats["crossing_fraction"] > 0.2
+    assert stats["occluded_joint_fraction"] > 0.05
+    assert stats["crowd_regions"] >= 1 and stats["unlabelled_people"] >= 1
+
+
+@PYCOCOTOOLS_NUMPY2
+def test_crowd_regions_are_masked(small: SyntheticPaths) -> None:
+    ds = CocoKeypoints(small.train_annotations, small.train_images, input_size=128)
+    index = next(i for i, image_id in enumerate(ds.image_ids)
+                 if any(a["iscrowd"] for a in ds.coco.imgToAnns.get(image_id, [])))
+    crowd = next(a for a in ds.coco.imgToAnns[ds.image_ids[index]] if a["iscrowd"])
+    region = ds.coco.annToMask(crowd).astype(bool)
+    assert region.any() and ds.ignore_mask(index)[region].max() == 0
+
+
+def test_a_foreign_folder_is_never_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=str(root)):
+        ensure_synthetic(root, num_train=2, num_val=1)
+    assert (root / "notes.txt").read_text() == "keep me"
