@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -10,7 +11,18 @@ from omegaconf import DictConfig, OmegaConf
 from bottomup.errors import ConfigError
 from bottomup.skeletons import Skeleton
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+
+# ``${repo:path}`` in a config is ``path`` taken from the repository root, so config defaults (the cache, the shared
+# data) hold wherever a command is launched; paths typed by the user are relative to where they are.
+if not OmegaConf.has_resolver("repo"):
+    OmegaConf.register_new_resolver("repo", lambda path="": str(REPO_ROOT / path))
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A path from a config or the command line: ``~`` expanded, relative paths from the working directory."""
+    return Path(os.path.expanduser(str(path))).resolve()
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -42,7 +54,9 @@ def build_method(method_cfg: DictConfig | str, skeleton: Skeleton):
     from hydra.utils import instantiate
 
     cfg = load_group("method", method_cfg) if isinstance(method_cfg, str) else method_cfg
-    return instantiate(cfg, skeleton=skeleton, _convert_="all")
+    # Hydra merges instantiate's keyword arguments into the config, and a dataclass (Skeleton) would be converted
+    # into a config node; binding it after instantiation hands the object over untouched.
+    return instantiate(cfg, _partial_=True, _convert_="all")(skeleton=skeleton)
 
 
 def build_trunk(trunk_cfg: DictConfig | str):

@@ -9,7 +9,7 @@ Typical use, with ``cfg.data`` one of ``conf/data/*.yaml``::
         for batch in loader: ...
 """
 
-from bottomup.data.build import build_dataset, dataset_root, resolve_path
+from bottomup.data.build import build_dataset, dataset_root
 from bottomup.data.coco import (CLIP_MARGIN, CocoKeypoints, ImageAnnotation, KeypointFile, load_keypoint_file,
                                 read_image, region_mask)
 from bottomup.data.loader import EpochLoader, build_loader
@@ -21,5 +21,5 @@ __all__ = [
     "CLIP_MARGIN", "IMAGENET_MEAN", "IMAGENET_STD", "Augmentation", "CocoKeypoints", "EpochLoader", "EvalTransform",
     "ImageAnnotation", "KeypointFile", "SyntheticPaths", "TrainTransform", "Warped", "build_dataset", "build_loader",
     "dataset_root", "denormalize", "describe", "ensure_synthetic", "load_keypoint_file", "normalize", "read_image",
-    "region_mask", "resolve_path", "train_matrix", "warp",
+    "region_mask", "train_matrix", "warp",
 ]

@@ -1,7 +1,7 @@
 """Datasets from the ``conf/data/*.yaml`` configs (read as plain mappings: ``cfg.data`` from Hydra or a dict).
 
-Relative paths in a data config (``root``) are resolved against the repository root, not the working directory:
-Hydra apps may change the working directory per run, and the shared data and the cache should not move with it.
+A data config's ``root`` defaults to a folder of the repository (``${repo:...}``, see :mod:`bottomup.config`); a
+relative root given on the command line is taken from the working directory, like every path a user types.
 """
 
 from __future__ import annotations
@@ -9,21 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from bottomup.config import resolve_path
 from bottomup.data.coco import CLIP_MARGIN, CocoKeypoints
 from bottomup.data.synthetic import ensure_synthetic
 from bottomup.data.transforms import Augmentation
 from bottomup.errors import ConfigError, DataError
 from bottomup.methods.base import Codec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("coco", "synthetic")
-
-
-def resolve_path(path: str | Path) -> Path:
-    """``~`` expanded; a relative path taken relative to the repository root."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
-
 
 def dataset_root(cfg: Mapping[str, Any]) -> Path:
     """The data config's ``root``, resolved (see the module docstring)."""
