@@ -8,16 +8,19 @@ ideal tag maps give person ``n`` the value ``n + 1`` wherever its Gaussian domin
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from bottomup.decoders.ae import AEDecoder
 from bottomup.methods import targets
-from bottomup.methods.base import Codec, Outputs, OutputSpec
+from bottomup.methods.base import Codec, GroupingMethod, Head, Outputs, OutputSpec
+from bottomup.methods.heads import Branch, split_outputs, trunk_stride_outputs
+from bottomup.methods.losses import PUSH_TYPES, StagedLoss, ae_pull_push, masked_mse
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
+from bottomup.trunks.base import FeatureInfo
 
 
 class AECodec(Codec):
@@ -93,3 +96,66 @@ class AECodec(Codec):
 
     def flip_outputs(self, outputs: Mapping[str, Tensor]) -> Outputs:
         return {name: self.flip_channels(outputs[name], spec.kind) for name, spec in self.outputs.items()}
+
+
+class AEHead(Head):
+    """Associative-embedding head: the trunk's stride-4 features -> K heatmaps and K * tag_dim tags.
+
+    By default a single 1x1 conv to ``K + K * tag_dim`` channels, HigherHRNet's final layer; ``num_convs`` adds
+    conv-BN-ReLU layers of ``channels`` (default: the trunk's width) before it.
+
+    Args:
+        codec: an :class:`AECodec` (or subclass; only its outputs at the trunk stride are predicted here).
+        feature_info: the trunk's features.
+        num_convs, channels, kernel_size: the optional tower before the 1x1 conv.
+    """
+
+    def __init__(self, codec: Codec, feature_info: FeatureInfo, num_convs: int = 0, channels: int | None = None,
+                 kernel_size: int = 3) -> None:
+        super().__init__(codec, feature_info)
+        self.specs = trunk_stride_outputs(codec, feature_info)
+        features = feature_info.channels[0]
+        self.final = Branch(features, self.prediction_channels, num_convs, channels or features, kernel_size)
+
+    def forward(self, features: list[Tensor]) -> list[Outputs]:
+        """``features[0] [B, C, H, W]`` -> ``[{"heatmaps": [B, K, H, W], "tags": [B, K * D, H, W]}]``."""
+        return [split_outputs(self.final(features[0]), self.specs)]
+
+
+class AELoss(StagedLoss):
+    """Masked heatmap MSE + AE pull/push (:func:`~bottomup.methods.losses.ae_pull_push`), summed over predictions.
+
+    Targets: ``heatmaps [B, K, H, W]``, ``mask [B, 1, H, W]``, ``joints [B, P, K, 2]``. Parts: ``heatmap``,
+    ``pull``, ``push``. The defaults are HigherHRNet's COCO factors (pull 1e-3; push 1e-3 on a push it halves).
+
+    Args:
+        heatmap_weight, pull_weight, push_weight: factors of the three terms.
+        push: ``exp`` (``exp(-d^2)``) or ``max`` (``max(0, 1 - d)``) for the push between people's mean tags.
+        stage_weights: see :class:`~bottomup.methods.losses.StagedLoss`.
+    """
+
+    def __init__(self, codec: Codec, heatmap_weight: float = 1.0, pull_weight: float = 1e-3,
+                 push_weight: float = 5e-4, push: str = "exp", stage_weights: Sequence[float] | None = None) -> None:
+        super().__init__(codec, stage_weights)
+        if push not in PUSH_TYPES:
+            raise ValueError(f"push must be one of {PUSH_TYPES}, got {push!r}")
+        self.heatmap_weight = float(heatmap_weight)
+        self.pull_weight = float(pull_weight)
+        self.push_weight = float(push_weight)
+        self.push = push
+
+    def parts(self, prediction: Outputs, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        assert isinstance(self.codec, AECodec)
+        pull, push = ae_pull_push(self.codec.joint_tags(prediction["tags"]), targets["joints"], self.push)
+        return {"heatmap": self.heatmap_weight * masked_mse(prediction["heatmaps"], targets["heatmaps"],
+                                                            targets["mask"]),
+                "pull": self.pull_weight * pull, "push": self.push_weight * push}
+
+
+class AssociativeEmbedding(GroupingMethod):
+    """Associative Embedding (Newell et al., NIPS'17): heatmaps + per-joint tags, grouped by tag distance."""
+
+    name = "ae"
+    codec_class = AECodec
+    head_class = AEHead
+    loss_class = AELoss

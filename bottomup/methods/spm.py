@@ -10,16 +10,19 @@ errors stay short-range; parents come from :func:`derive_hierarchy`. Optional jo
 from __future__ import annotations
 
 from collections import deque
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from bottomup.decoders.spm import SPMDecoder
 from bottomup.methods import targets
-from bottomup.methods.base import Codec, Outputs, OutputSpec
+from bottomup.methods.base import Codec, GroupingMethod, Outputs, OutputSpec
+from bottomup.methods.heads import StagedBranchHead
+from bottomup.methods.losses import StagedLoss, masked_mse, weighted_smooth_l1
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
+from bottomup.trunks.base import FeatureInfo
 
 
 def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
@@ -27,7 +30,8 @@ def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
 
     The joints with the most limbs (for COCO the shoulders, for CrowdPose neck, shoulders and hips) hang from the
     root; every other joint hangs from its neighbour found first by a breadth-first search from them, which gives
-    root -> torso -> limbs -> extremities. Joints no limb reaches hang from the root.
+    root -> torso -> limbs -> extremities. Joints no limb reaches hang from the root, and a joint that is its own
+    mirror image hangs from its nearest such ancestor, so the tree mirrors onto itself under a horizontal flip.
     """
     k = skeleton.num_keypoints
     neighbours: list[list[int]] = [[] for _ in range(k)]
@@ -45,7 +49,17 @@ def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
             if parents[child] == -2:
                 parents[child] = j
                 queue.append(child)
-    return tuple(-1 if p == -2 else p for p in parents)
+    parents = [-1 if p == -2 else p for p in parents]
+    # A mirror tree is needed for the flip test: a joint that is its own mirror image (the nose) cannot hang from a
+    # sided joint (an eye), so it moves up to its nearest unsided ancestor, or the root.
+    flip = skeleton.flip_index
+    for j in range(k):
+        if flip[j] == j:
+            p = parents[j]
+            while p >= 0 and flip[p] != p:
+                p = parents[p]
+            parents[j] = p
+    return tuple(parents)
 
 
 class SPMCodec(Codec):
@@ -98,13 +112,15 @@ class SPMCodec(Codec):
         return {name: rendered[name] for name in self.outputs}
 
     def _render(self, kpts: Tensor, width: int, height: int) -> dict[str, Tensor]:
-        k = self.skeleton.num_keypoints
         labelled = kpts[..., 2] > 0
         people = kpts[labelled.any(dim=1)]
         labelled = people[..., 2] > 0
         count = labelled.sum(dim=1, keepdim=True).clamp_min(1)
         root = (people[..., :2] * labelled[..., None]).sum(dim=1) / count
         root_kpts = torch.cat([root, torch.ones(len(root), 1)], dim=1)[:, None, :]
+        # A person whose root falls outside the map can never be decoded: no targets for it.
+        on_map = targets.inside(root_kpts, width, height)[:, 0]
+        people, root, root_kpts = people[on_map], root[on_map], root_kpts[on_map]
         root_map, _ = targets.render_heatmaps(root_kpts, width, height, self.root_sigma)
         anchors = self._anchors(people, root)
         disp, weight = self._displacements(people, anchors, width, height)
@@ -172,3 +188,63 @@ class SPMCodec(Codec):
 
     def flip_outputs(self, outputs: Mapping[str, Tensor]) -> Outputs:
         return {name: self.flip_channels(outputs[name], spec.kind) for name, spec in self.outputs.items()}
+
+
+class SPMHead(StagedBranchHead):
+    """SPM head: a root branch, a displacement branch and (with the codec's ``with_heatmaps``) a heatmap branch.
+
+    Each branch is its own tower of ``num_convs`` 3x3 conv-BN-ReLU layers of ``channels`` on the trunk's stride-4
+    features, then a 1x1 conv (to 1 root map, 2K displacements, K heatmaps). Separate towers because the outputs
+    differ in kind: a regression in map pixels next to [0, 1] scores. ``stages > 1`` adds OpenPose-style refinement
+    stages (each sees the features and the previous stage's outputs); the default is SPM's single stage.
+    """
+
+    def __init__(self, codec: Codec, feature_info: FeatureInfo, stages: int = 1, channels: int = 64,
+                 num_convs: int = 2, kernel_size: int = 3) -> None:
+        super().__init__(codec, feature_info, stages, channels, num_convs, kernel_size)
+
+
+class SPMLoss(StagedLoss):
+    """Root heatmap MSE + displacement smooth-L1 (+ joint heatmap MSE), summed over predictions.
+
+    Targets: ``root [B, 1, H, W]``, ``displacements [B, 2K, H, W]``, ``displacement_weight [B, K, H, W]``,
+    ``heatmaps [B, K, H, W]`` (with heatmaps), ``mask [B, 1, H, W]``. The displacement term is
+    :func:`~bottomup.methods.losses.weighted_smooth_l1` (weights ``1 / person scale``, masked). Parts: ``root``,
+    ``displacement``, and ``heatmap`` when the codec predicts heatmaps.
+
+    Args:
+        root_weight, displacement_weight, heatmap_weight: factors of the terms (displacement 0.03 as DEKR's offset
+            loss, whose weights are the same ``1 / sqrt(area)``).
+        beta: smooth-L1 transition point in map pixels (DEKR: 1/9).
+        stage_weights: see :class:`~bottomup.methods.losses.StagedLoss`.
+    """
+
+    def __init__(self, codec: Codec, root_weight: float = 1.0, displacement_weight: float = 0.03,
+                 heatmap_weight: float = 1.0, beta: float = 1.0 / 9.0,
+                 stage_weights: Sequence[float] | None = None) -> None:
+        super().__init__(codec, stage_weights)
+        self.root_weight = float(root_weight)
+        self.displacement_weight = float(displacement_weight)
+        self.heatmap_weight = float(heatmap_weight)
+        self.beta = float(beta)
+
+    def parts(self, prediction: Outputs, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        mask = targets["mask"]
+        parts = {
+            "root": self.root_weight * masked_mse(prediction["root"], targets["root"], mask),
+            "displacement": self.displacement_weight * weighted_smooth_l1(
+                prediction["displacements"], targets["displacements"], targets["displacement_weight"], mask,
+                self.beta),
+        }
+        if "heatmaps" in self.codec.outputs:
+            parts["heatmap"] = self.heatmap_weight * masked_mse(prediction["heatmaps"], targets["heatmaps"], mask)
+        return parts
+
+
+class SPM(GroupingMethod):
+    """SPM (Nie et al., ICCV'19): a root heatmap and dense root-to-joint displacements, no grouping search."""
+
+    name = "spm"
+    codec_class = SPMCodec
+    head_class = SPMHead
+    loss_class = SPMLoss

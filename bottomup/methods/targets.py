@@ -98,9 +98,13 @@ def render_heatmaps(keypoints: Tensor, width: int, height: int, sigma: float,
     return heat.view(k, height, width), tag_maps
 
 
-def downsample_mask(mask: np.ndarray | Tensor | None, input_size: tuple[int, int], stride: int) -> Tensor:
-    """``[H_in, W_in]`` 0/1 ignore mask (1 = use) -> ``[1, H, W]`` at ``stride`` by area averaging, 0.5 cut."""
-    width, height = map_size(input_size, stride)
+def downsample_mask(mask: np.ndarray | Tensor | None, input_size: tuple[int, int], stride: int,
+                    size: tuple[int, int] | None = None) -> Tensor:
+    """``[H_in, W_in]`` 0/1 ignore mask (1 = use) -> ``[1, H, W]`` at ``stride`` by area averaging, 0.5 cut.
+
+    ``size`` (``(W, H)``) overrides the map size (default :func:`map_size`); the mask is padded with 1 to cover it.
+    """
+    width, height = size if size is not None else map_size(input_size, stride)
     if mask is None:
         return torch.ones(1, height, width)
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
