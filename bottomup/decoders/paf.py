@@ -9,6 +9,8 @@
 4. Assembly: all matched connections, strongest first, merge the groups they join unless the two groups already
    hold different candidates for one joint. With a redundant limb graph this merges the fragments that a missing
    joint would otherwise leave (a person is one group as long as some chain of limbs links its joints).
+5. Sharing: a person still lacking a joint takes a peak held by someone else if a limb field links it there (two
+   people's joints closer than the NMS window make one peak).
 """
 
 from __future__ import annotations
@@ -48,13 +50,16 @@ class PAFDecoder(PoseSelection):
         min_agreement: fraction of samples that must agree for a pair to be a candidate connection.
         person_score: ``joints``: sum of the keypoint scores over K (people with more, surer joints rank higher);
             ``joints_and_limbs``: that times the mean score of the person's connections.
+        share_joints: give a person a joint it lacks from a peak another person holds, when one of its own joints
+            has a plausible limb to that peak (two people's joints merged into one peak). Shared joints keep their
+            heatmap score but do not count in the person score.
         **selection: :class:`~bottomup.decoders.base.PoseSelection` options.
     """
 
     def __init__(self, skeleton: Skeleton, limbs: Sequence[Sequence[int]] | None = None,
                  detection_threshold: float = 0.1, top_k: int = 30, nms_kernel: int = 3, refine: str = "gaussian",
                  samples: int = 10, paf_threshold: float = 0.05, min_agreement: float = 0.8,
-                 person_score: str = "joints", **selection) -> None:
+                 person_score: str = "joints", share_joints: bool = True, **selection) -> None:
         super().__init__(skeleton, **selection)
         limbs = skeleton.pafs if limbs is None else tuple((int(a), int(b)) for a, b in limbs)
         k = skeleton.num_keypoints
@@ -77,6 +82,7 @@ class PAFDecoder(PoseSelection):
         self.paf_threshold = float(paf_threshold)
         self.min_agreement = float(min_agreement)
         self.person_score = person_score
+        self.share_joints = bool(share_joints)
         self._limb_a = torch.tensor([a for a, _ in self.limbs])
         self._limb_b = torch.tensor([b for _, b in self.limbs])
 
@@ -100,7 +106,8 @@ class PAFDecoder(PoseSelection):
             px, py, ps, pv = (packed[i, :, j * n:(j + 1) * n] for j in range(4))
             connections = self._connect(limb_scores[i])
             slots, limb_mean = self._assemble(connections, pv > 0)
-            results.append(self._people(slots, limb_mean, px, py, ps, heatmaps.device, w, h))
+            shared = self._share(slots, limb_scores[i]) if self.share_joints else np.full_like(slots, -1)
+            results.append(self._people(slots, shared, limb_mean, px, py, ps, heatmaps.device, w, h))
         return results
 
     def _score_limbs(self, pafs: Tensor, x: Tensor, y: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,14 +134,24 @@ class PAFDecoder(PoseSelection):
 
     def _connect(self, limb_scores: np.ndarray) -> np.ndarray:
         """Per-limb Hungarian matching. Returns connections ``[C, 4]``: limb, candidate a, candidate b, score."""
-        found = []
-        for limb, scores in enumerate(limb_scores):
-            allowed = scores > 0
-            if not allowed.any():
-                continue
-            rows, cols = match_max(scores, allowed)
-            found.append(np.stack([np.full(rows.shape, limb), rows, cols, scores[rows, cols]], axis=1))
-        return np.concatenate(found) if found else np.zeros((0, 4))
+        allowed = limb_scores > 0
+        counts = allowed.sum(axis=(1, 2))
+        # A limb with a single plausible pair needs no solver: that pair is the matching.
+        single = np.flatnonzero(counts == 1)
+        limb_ids, rows, cols = [single], [], []
+        if single.size:
+            _, r, c = np.nonzero(allowed[single])
+            rows.append(r)
+            cols.append(c)
+        for limb in np.flatnonzero(counts > 1):
+            r, c = match_max(limb_scores[limb], allowed[limb])
+            limb_ids.append(np.full(r.shape, limb))
+            rows.append(r)
+            cols.append(c)
+        if not rows:
+            return np.zeros((0, 4))
+        limb_ids, rows, cols = np.concatenate(limb_ids), np.concatenate(rows), np.concatenate(cols)
+        return np.stack([limb_ids, rows, cols, limb_scores[limb_ids, rows, cols]], axis=1)
 
     def _assemble(self, connections: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Merge connections into people, strongest first.
@@ -186,8 +203,31 @@ class PAFDecoder(PoseSelection):
         lone[np.arange(len(lone_j)), lone_j] = lone_i
         return np.concatenate([groups, lone]), np.concatenate([limb_mean, np.zeros(len(lone_j))])
 
-    def _people(self, slots: np.ndarray, limb_mean: np.ndarray, x: np.ndarray, y: np.ndarray, score: np.ndarray,
-                device: torch.device, width: int, height: int) -> Poses:
+    def _share(self, slots: np.ndarray, limb_scores: np.ndarray) -> np.ndarray:
+        """For each person's missing joints, a candidate already used elsewhere that a limb field links to it.
+
+        Two people's same joints closer than the NMS window leave one peak; the person that lost it still has a
+        plausible limb to it from its own neighbouring joint. Returns ``[P, K]`` candidate indices (-1: none), the
+        best-scoring plausible link over all limbs.
+        """
+        shared = np.full_like(slots, -1)
+        best = np.zeros(slots.shape)
+        people = np.arange(len(slots))
+        for limb, (a, b) in enumerate(self.limbs):
+            for have, lack, scores in ((a, b, limb_scores[limb]), (b, a, limb_scores[limb].T)):
+                who = people[(slots[:, have] >= 0) & (slots[:, lack] < 0)]
+                if who.size == 0:
+                    continue
+                row = scores[slots[who, have]]
+                pick = row.argmax(axis=1)
+                value = row[np.arange(len(who)), pick]
+                better = value > best[who, lack]
+                shared[who[better], lack] = pick[better]
+                best[who[better], lack] = value[better]
+        return shared
+
+    def _people(self, slots: np.ndarray, shared: np.ndarray, limb_mean: np.ndarray, x: np.ndarray, y: np.ndarray,
+                score: np.ndarray, device: torch.device, width: int, height: int) -> Poses:
         present = slots >= 0
         idx = np.where(present, slots, 0)
         joints = np.arange(slots.shape[1])[None, :]
@@ -195,6 +235,9 @@ class PAFDecoder(PoseSelection):
         person = kpts[..., 2].mean(axis=1) if len(kpts) else np.zeros(0)
         if self.person_score == "joints_and_limbs":
             person = person * np.where(present.sum(1) > 1, limb_mean, 1.0)
+        share = shared >= 0
+        sidx = np.where(share, shared, 0)
+        kpts[share] = np.stack([x[joints, sidx], y[joints, sidx], score[joints, sidx]], axis=-1)[share]
         return self.select(torch.as_tensor(kpts, dtype=torch.float32, device=device),
                            torch.as_tensor(person, dtype=torch.float32, device=device),
                            torch.as_tensor(present.sum(1), device=device), width, height)

@@ -261,13 +261,18 @@ def _refine(reader: HeatmapReader, index: Tensor, mode: str) -> tuple[Tensor, Te
     _, _, h, w = reader.shape
     plane, pixel = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
     row, col = torch.div(pixel, w, rounding_mode="floor"), pixel % w
-    # Centre, left, right, up, down in one read; clamping into the map replicates the border pixel.
+    # Centre, left, right, up, down in one read.
     rows = torch.stack([row, row, row, row - 1, row + 1]).clamp(0, h - 1)
     cols = torch.stack([col, col - 1, col + 1, col, col]).clamp(0, w - 1)
     mid, left, right, up, down = reader.values((plane * h + rows) * w + cols).unbind(0)
     if mode == "quarter":
-        return finite(0.25 * torch.sign(right - left)), finite(0.25 * torch.sign(down - up))
-    return _log_parabola(left, mid, right), _log_parabola(up, mid, down)
+        dx, dy = 0.25 * torch.sign(right - left), 0.25 * torch.sign(down - up)
+    else:
+        dx, dy = _log_parabola(left, mid, right), _log_parabola(up, mid, down)
+    # A peak on the border has only one neighbour along that axis: its side of the peak is unknown, so stay put.
+    dx = torch.where((col > 0) & (col < w - 1), dx, torch.zeros_like(dx))
+    dy = torch.where((row > 0) & (row < h - 1), dy, torch.zeros_like(dy))
+    return finite(dx), finite(dy)
 
 
 def _log_parabola(before: Tensor, mid: Tensor, after: Tensor) -> Tensor:

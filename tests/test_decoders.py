@@ -1,0 +1,235 @@
+"""Decoders: round trips through every codec, custom skeletons, batches, devices and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bottomup.decoders import AEDecoder, HigherHRNetDecoder, PAFDecoder, SPMDecoder
+from bottomup.methods.ae import AECodec
+from bottomup.methods.higherhrnet import HigherHRNetCodec
+from bottomup.methods.openpose import PAFCodec
+from bottomup.methods.spm import SPMCodec
+from bottomup.skeletons import COCO, COCO_LIMBS, Skeleton
+from people import crossing_pair, crowd, person
+
+CODECS = {
+    "openpose": lambda skeleton: PAFCodec(skeleton),
+    "openpose_coco_links": lambda skeleton: PAFCodec(skeleton, limbs=COCO_LIMBS),
+    "ae": lambda skeleton: AECodec(skeleton),
+    "higherhrnet": lambda skeleton: HigherHRNetCodec(skeleton),
+    "spm": lambda skeleton: SPMCodec(skeleton),
+    "spm_hierarchical": lambda skeleton: SPMCodec(skeleton, hierarchical=True),
+}
+SIZE = (512, 512)
+# Ideal maps carry sub-pixel centres, so decoded keypoints land within a fraction of an input pixel.
+TOLERANCE = 0.25
+
+
+def decode_ideal(codec, people: np.ndarray, size=SIZE):
+    outputs = codec.ideal_outputs(people, size)
+    return codec.decode({k: v[None] for k, v in outputs.items()})[0]
+
+
+def assert_recovers(people: np.ndarray, poses, tolerance: float = TOLERANCE) -> None:
+    """Every person is decoded once, all its labelled joints within ``tolerance`` pixels."""
+    assert len(poses) == len(people), f"decoded {len(poses)} people, expected {len(people)}"
+    decoded = poses.keypoints.numpy()
+    used = set()
+    for gt in people:
+        labelled = gt[:, 2] > 0
+        errors = np.abs(decoded[:, labelled, :2] - gt[None, labelled, :2]).max(axis=(1, 2))
+        best = int(errors.argmin())
+        assert errors[best] < tolerance, f"person off by {errors[best]:.3f} px"
+        assert best not in used, "two people decoded as one"
+        used.add(best)
+        assert (decoded[best, labelled, 2] > 0).all()
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_round_trip_one_person(method):
+    people = person((256.0, 280.0), 250.0)[None]
+    assert_recovers(people, decode_ideal(CODECS[method](COCO), people))
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_round_trip_crossing_limbs(method):
+    people = crossing_pair()
+    assert_recovers(people, decode_ideal(CODECS[method](COCO), people))
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_round_trip_crowd_of_15(method):
+    people = crowd(15)
+    assert_recovers(people, decode_ideal(CODECS[method](COCO), people))
+
+
+def partially_labelled() -> np.ndarray:
+    """Three people missing joints that cut the 19 COCO links apart (an elbow, a knee, a hip and a wrist) but
+    not the redundant limb graph."""
+    missing = ([7, 14], [0, 1], [12, 9])
+    people = []
+    for i, gone in enumerate(missing):
+        visible = np.ones(17, dtype=bool)
+        visible[gone] = False
+        people.append(person((120.0 + 140 * i, 280.0), 220.0, np.random.default_rng(i), visible))
+    return np.stack(people)
+
+
+@pytest.mark.parametrize("method", [m for m in CODECS if m != "openpose_coco_links"])
+def test_partially_labelled_people(method):
+    people = partially_labelled()
+    assert_recovers(people, decode_ideal(CODECS[method](COCO), people))
+
+
+def test_coco_links_split_people_the_redundant_graph_keeps_whole():
+    people = partially_labelled()
+    split = decode_ideal(CODECS["openpose_coco_links"](COCO), people)
+    assert len(split) > len(people)
+    assert_recovers(people, decode_ideal(CODECS["openpose"](COCO), people))
+
+
+STAR = Skeleton(name="star", keypoints=("centre", "left_arm", "right_arm", "top", "bottom"),
+                limbs=((0, 1), (0, 2), (0, 3), (0, 4)), flip_pairs=((1, 2),))
+
+
+@pytest.mark.parametrize("method", [m for m in CODECS if m != "openpose_coco_links"])
+def test_custom_skeleton(method):
+    rng = np.random.default_rng(1)
+    people = []
+    for cx, cy in ((150.0, 150.0), (350.0, 180.0), (250.0, 380.0)):
+        centre = np.array([cx, cy])
+        arms = [centre + rng.uniform(30, 60) * np.array(d) for d in ((-1, 0.2), (1, 0.1), (0.1, -1), (-0.1, 1))]
+        people.append(np.concatenate([np.stack([centre, *arms]), np.full((5, 1), 2.0)], axis=1))
+    people = np.stack(people).astype(np.float32)
+    codec = CODECS[method](STAR)
+    assert_recovers(people, decode_ideal(codec, people))
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_batch_with_different_person_counts(method):
+    codec = CODECS[method](COCO)
+    images = [crowd(4, seed=2), np.zeros((0, 17, 3), np.float32), person((256.0, 256.0), 250.0)[None]]
+    outputs = [codec.ideal_outputs(p, SIZE) for p in images]
+    batch = {k: torch.stack([o[k] for o in outputs]) for k in outputs[0]}
+    decoded = codec.decode(batch)
+    assert [len(p) for p in decoded] == [4, 0, 1]
+    for people, poses in zip(images, decoded):
+        if len(people):
+            assert_recovers(people, poses)
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_scores_sorted_and_coordinates_in_map_grid(method):
+    codec = CODECS[method](COCO)
+    people = crowd(6, seed=5)
+    outputs = codec.ideal_outputs(people, SIZE)
+    first = next(iter(outputs.values()))
+    poses = codec.decode_maps({k: v[None] for k, v in outputs.items()})[0]
+    assert torch.all(poses.scores[:-1] >= poses.scores[1:])
+    h, w = first.shape[-2:]
+    assert poses.keypoints[..., 0].min() >= -0.5 and poses.keypoints[..., 0].max() <= w - 0.5
+    assert poses.keypoints[..., 1].min() >= -0.5 and poses.keypoints[..., 1].max() <= h - 0.5
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", CODECS)
+def test_cpu_and_gpu_give_the_same_poses(method):
+    codec = CODECS[method](COCO)
+    outputs = codec.ideal_outputs(crowd(8, seed=4), SIZE)
+    batch = {k: v[None] for k, v in outputs.items()}
+    cpu = codec.decode(batch)[0]
+    gpu = codec.decode({k: v.cuda() for k, v in batch.items()})[0]
+    assert gpu.keypoints.is_cuda
+    torch.testing.assert_close(gpu.keypoints.cpu(), cpu.keypoints, atol=1e-3, rtol=0)
+    torch.testing.assert_close(gpu.scores.cpu(), cpu.scores, atol=1e-4, rtol=0)
+
+
+def test_flip_outputs_round_trip():
+    """Maps of a mirrored image, flipped back, decode to the original people (every method)."""
+    people = crowd(3, seed=6)
+    mirrored = people.copy()
+    mirrored[..., 0] = SIZE[0] - 1 - mirrored[..., 0]
+    mirrored = mirrored[:, list(COCO.flip_index)]
+    for make in CODECS.values():
+        codec = make(COCO)
+        flipped = codec.flip_outputs({k: v[None] for k, v in codec.ideal_outputs(mirrored, SIZE).items()})
+        direct = {k: v[None] for k, v in codec.ideal_outputs(people, SIZE).items()}
+        torch.testing.assert_close(flipped["heatmaps"], direct["heatmaps"], atol=1e-5, rtol=0)
+        assert_recovers(people, codec.decode(flipped)[0])
+        assert_recovers(people, codec.decode(codec.fuse([direct, flipped]))[0])
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+def test_wrong_rank_names_the_argument_and_shape():
+    with pytest.raises(ValueError, match=r"heatmaps must be \[B, K, H, W\], got shape \(17, 8, 8\)"):
+        AEDecoder(COCO)(torch.zeros(17, 8, 8), torch.zeros(1, 17, 8, 8))
+
+
+def test_channel_count_disagreeing_with_skeleton():
+    with pytest.raises(ValueError, match=r"heatmaps has 18 channels.*expected 17"):
+        PAFDecoder(COCO)(torch.zeros(1, 18, 8, 8), torch.zeros(1, 66, 8, 8))
+    with pytest.raises(ValueError, match=r"pafs has 38 channels.*expected 66"):
+        PAFDecoder(COCO)(torch.zeros(1, 17, 8, 8), torch.zeros(1, 38, 8, 8))
+    with pytest.raises(ValueError, match=r"displacements has 17 channels.*expected 34"):
+        SPMDecoder(COCO)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 17, 8, 8))
+
+
+def test_mismatched_sizes_between_inputs():
+    with pytest.raises(ValueError, match=r"tags has shape \(1, 17, 9, 8\) but heatmaps has shape \(1, 17, 8, 8\)"):
+        AEDecoder(COCO)(torch.zeros(1, 17, 8, 8), torch.zeros(1, 17, 9, 8))
+    with pytest.raises(ValueError, match=r"heatmaps_highres has shape \(1, 17, 8, 8\).*spatial size \(16, 16\)"):
+        HigherHRNetDecoder(COCO)(torch.zeros(1, 17, 8, 8), torch.zeros(1, 17, 8, 8), torch.zeros(1, 17, 8, 8))
+
+
+def test_bad_decoder_options():
+    with pytest.raises(ValueError, match="limb"):
+        PAFDecoder(COCO, limbs=[(0, 17)])
+    with pytest.raises(ValueError, match="NMS kernel"):
+        AEDecoder(COCO, nms_kernel=4)(torch.zeros(1, 17, 8, 8), torch.zeros(1, 17, 8, 8))
+    with pytest.raises(ValueError, match="parents"):
+        SPMDecoder(COCO, parents=[0] * 17)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: AEDecoder(COCO)(m(17), m(17)),
+    lambda m: HigherHRNetDecoder(COCO)(m(17), m(17), m(17, 2)),
+    lambda m: PAFDecoder(COCO)(m(17), m(66)),
+    lambda m: SPMDecoder(COCO)(m(1), m(34), m(17)),
+])
+def test_empty_maps_give_no_people(make):
+    poses = make(lambda c, f=1: torch.zeros(2, c, 16 * f, 16 * f))
+    assert [len(p) for p in poses] == [0, 0]
+    assert poses[0].keypoints.shape == (0, 17, 3)
+
+
+def test_non_finite_maps_give_finite_poses():
+    maps = AECodec(COCO).ideal_outputs(crowd(3), SIZE)
+    heat, tags = maps["heatmaps"][None].clone(), maps["tags"][None].clone()
+    heat[0, 0, :10] = float("nan")
+    heat[0, 1, 5, 5] = float("inf")
+    tags[0, 2] = float("-inf")
+    poses = AEDecoder(COCO)(heat, tags)[0]
+    assert len(poses) >= 3
+    assert torch.isfinite(poses.keypoints).all() and torch.isfinite(poses.scores).all()
+
+
+def test_float16_maps_decode_like_float32():
+    codec = PAFCodec(COCO)
+    outputs = {k: v[None] for k, v in codec.ideal_outputs(crowd(4), SIZE).items()}
+    half = codec.decode({k: v.half() for k, v in outputs.items()})[0]
+    assert_recovers(crowd(4), half, tolerance=1.0)
+
+
+def test_import_stays_light():
+    code = ("import sys, bottomup.decoders; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('hydra', 'cv2', 'omegaconf', 'pycocotools')"
+            " or m.startswith(('bottomup.data', 'bottomup.methods', 'bottomup.evaluation', 'bottomup.trunks'))]; "
+            "print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

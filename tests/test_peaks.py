@@ -1,0 +1,117 @@
+"""Shared decoder mechanics with known answers: peak NMS, sub-pixel refinement, aggregation, matching, OKS, NMS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bottomup.decoders.matching import match_max, oks_matrix, pose_nms
+from bottomup.decoders.peaks import AggregatedMaps, find_peaks, max_filter, sample
+from bottomup.methods.targets import render_heatmaps
+
+
+def gaussians(points, size=(32, 32), sigma=2.0) -> torch.Tensor:
+    kpts = torch.tensor([[[x, y, 2.0]] for x, y in points], dtype=torch.float32)
+    return render_heatmaps(kpts, size[0], size[1], sigma)[0][None]
+
+
+def test_subpixel_peaks_are_exact():
+    points = [(5.3, 7.8), (20.0, 20.0), (12.49, 25.51)]
+    peaks = find_peaks(gaussians(points), kernel=3, threshold=0.1)
+    found = sorted(zip(peaks.x[0, 0][peaks.valid[0, 0]].tolist(), peaks.y[0, 0][peaks.valid[0, 0]].tolist()))
+    for (x, y), (fx, fy) in zip(sorted(points), found):
+        assert fx == pytest.approx(x, abs=1e-3) and fy == pytest.approx(y, abs=1e-3)
+
+
+def test_peak_exactly_between_pixels_is_found_once():
+    peaks = find_peaks(gaussians([(10.5, 10.0)]), kernel=3, threshold=0.1)
+    assert int(peaks.valid.sum()) == 1
+    assert peaks.x[0, 0, 0].item() == pytest.approx(10.5, abs=1e-3)
+
+
+def test_plateau_gives_one_peak_and_nan_is_never_a_peak():
+    maps = torch.zeros(1, 1, 8, 8)
+    maps[0, 0, 2:4, 2:5] = 0.7
+    maps[0, 0, 6, 6] = float("nan")
+    peaks = find_peaks(maps, kernel=3, threshold=0.1, refine="none")
+    assert int(peaks.valid.sum()) == 1
+
+
+def test_nms_kernel_separates_close_peaks():
+    maps = gaussians([(10.0, 10.0), (13.0, 10.0)], sigma=1.0)
+    assert int(find_peaks(maps, kernel=3).valid.sum()) == 2
+    assert int(find_peaks(maps, kernel=7).valid.sum()) == 1
+
+
+def test_top_k_keeps_the_strongest():
+    maps = torch.zeros(1, 1, 16, 16)
+    for i, v in enumerate([0.2, 0.9, 0.5, 0.7]):
+        maps[0, 0, 2 + 4 * i, 3] = v
+    peaks = find_peaks(maps, kernel=3, threshold=0.1, max_peaks=2, refine="none")
+    assert peaks.score[0, 0].tolist() == pytest.approx([0.9, 0.7])
+    assert peaks.y[0, 0].tolist() == [6.0, 14.0]
+
+
+def test_dense_and_sparse_paths_agree():
+    torch.manual_seed(0)
+    smooth = F.avg_pool2d(torch.rand(2, 3, 40, 40), 5, 1, 2)
+    dense = find_peaks(smooth, kernel=3, threshold=0.0, max_peaks=400)  # most pixels above: dense path
+    sparse = find_peaks(smooth, kernel=3, threshold=smooth.quantile(0.97).item(), max_peaks=400)
+    def found(peaks):
+        b, k, _ = torch.nonzero(peaks.valid, as_tuple=True)
+        return set(zip(b.tolist(), k.tolist(), peaks.index[peaks.valid].tolist()))
+
+    assert found(sparse) and found(sparse) <= found(dense)
+
+
+def test_max_filter_equals_max_pool():
+    x = torch.rand(2, 3, 11, 13)
+    for k in (1, 3, 5):
+        torch.testing.assert_close(max_filter(x, k), F.max_pool2d(x, k, 1, k // 2))
+
+
+def test_aggregated_maps_equal_upsampled_average():
+    low, high = torch.rand(2, 3, 6, 8), torch.rand(2, 3, 12, 16)
+    agg = AggregatedMaps(high, low)
+    everything = torch.arange(high.numel())
+    torch.testing.assert_close(agg.values(everything).view(high.shape), agg.materialise())
+    threshold = 0.6
+    must = set(torch.nonzero(agg.materialise().reshape(-1) > threshold).flatten().tolist())
+    assert must <= set(agg.candidates(threshold).tolist())
+
+
+def test_sample_is_bilinear_with_pixel_centres_at_integers():
+    maps = torch.arange(12, dtype=torch.float32).view(1, 1, 3, 4)
+    values = sample(maps, torch.tensor([[0.0, 1.5, 3.0]]), torch.tensor([[0.0, 0.5, 2.0]]))
+    assert values[0, 0].tolist() == pytest.approx([0.0, 3.5, 11.0])
+
+
+def test_match_max_known_answer_and_forbidden_pairs():
+    scores = np.array([[0.9, 0.8], [0.85, 0.1]])
+    rows, cols = match_max(scores)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]
+    rows, cols = match_max(scores, allowed=np.array([[True, False], [False, False]]))
+    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 0)]
+    rows, cols = match_max(np.array([[0.3, 0.7, 0.5]]), allowed=np.array([[True, False, True]]))
+    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 2)]
+
+
+def test_oks_is_one_for_identical_poses_and_falls_with_distance():
+    pose = torch.tensor([[[10.0, 10.0, 1.0], [30.0, 40.0, 1.0]]])
+    sigmas = torch.tensor([0.05, 0.05])
+    assert oks_matrix(pose, pose, sigmas).item() == pytest.approx(1.0)
+    shifted = pose.clone()
+    shifted[..., 0] += torch.tensor([2.0, 2.0])
+    far = pose.clone()
+    far[..., 0] += 10.0
+    o = oks_matrix(pose, torch.cat([shifted, far]), sigmas)[0]
+    assert 0 < o[1] < o[0] < 1
+
+
+def test_pose_nms_removes_duplicates_keeps_distinct():
+    base = torch.tensor([[10.0, 10.0, 1.0], [30.0, 40.0, 1.0], [20, 60, 1.0]])
+    poses = torch.stack([base, base + torch.tensor([0.5, 0.5, 0.0]), base + torch.tensor([100.0, 0, 0])])
+    kept = pose_nms(poses, torch.tensor([0.9, 0.8, 0.7]), torch.full((3,), 0.05), threshold=0.5)
+    assert kept.tolist() == [0, 2]
