@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
+from bottomup.data.coco import KeypointFile, load_keypoint_file
 from bottomup.poses import Poses
+from bottomup.skeletons import Skeleton
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 CROWD_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 3), (4, 7), (8, None))
@@ -96,7 +100,28 @@ def evaluate_by_crowd(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[f
     return out
 
 
-def load_coco(path: str) -> CocoApi:
-    """pycocotools' COCO index of an annotation file, without its progress prints."""
+@dataclass
+class Annotations:
+    """A validated keypoint annotation file and its pycocotools index (what COCOeval scores against)."""
+
+    file: KeypointFile
+    coco: CocoApi
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self.file.skeleton
+
+
+def load_annotations(path: str | Path) -> Annotations:
+    """Read and check a COCO-format keypoint file (:func:`bottomup.data.coco.load_keypoint_file`) and index it."""
+    file = load_keypoint_file(path)
+    return Annotations(file, coco_index(file.dataset))
+
+
+def coco_index(dataset: dict) -> CocoApi:
+    """pycocotools' COCO index of an annotation dict, without its progress prints."""
+    coco = CocoApi()
+    coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
-        return CocoApi(str(path))
+        coco.createIndex()
+    return coco

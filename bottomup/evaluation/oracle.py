@@ -29,7 +29,7 @@ def image_people(coco, image_id: int) -> np.ndarray:
     return np.asarray(kpts, dtype=np.float32).reshape(-1, k, 3)
 
 
-def run_oracle(annotation_file: str, codecs: Mapping[str, Codec], input_size: int = 512,
+def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], input_size: int = 512,
                degradation: Degradation = Degradation(), seed: int = 0, progress: bool = False) -> dict:
     """Oracle AP of every codec on every image with annotated people.
 
@@ -40,8 +40,8 @@ def run_oracle(annotation_file: str, codecs: Mapping[str, Codec], input_size: in
     decode_ms_per_image, by_people: {bucket: {AP, images, decode_ms}}}}}``; ``decode_ms_per_image`` is the median
     wall time of one image's decode call.
     """
-    coco = coco_eval.load_coco(annotation_file)
-    sigmas = next(iter(codecs.values())).skeleton.sigmas if codecs else ()
+    coco = annotations.coco
+    sigmas = annotations.skeleton.sigmas
     people = {i: image_people(coco, i) for i in sorted(coco.getImgIds())}
     image_ids = [i for i, p in people.items() if len(p)]
     results: dict[str, list[dict]] = {name: [] for name in codecs}
@@ -77,6 +77,6 @@ def run_oracle(annotation_file: str, codecs: Mapping[str, Codec], input_size: in
             "decode_ms_per_image": 1000 * statistics.median(times[name].values()) if image_ids else 0.0,
             "by_people": by_people,
         }
-    config = {"annotations": str(annotation_file), "input_size": input_size, "seed": seed,
+    config = {"annotations": str(annotations.file.path), "input_size": input_size, "seed": seed,
               "degrade": asdict(degradation), "methods": list(codecs)}
     return {"config": config, "results": report}

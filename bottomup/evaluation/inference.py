@@ -1,0 +1,179 @@
+"""Running a trained model over a dataset: flip and multi-scale test, optional oracle maps, decode, map back.
+
+Shared by ``bottomup.evaluate``, the evaluation at the end of training epochs and ``bottomup.compare``. Network time
+and decode time are measured separately (the decoders are what this library is about).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bottomup import geometry
+from bottomup.data.coco import CocoKeypoints
+from bottomup.evaluation import coco_eval
+from bottomup.methods.base import Codec, Outputs
+from bottomup.model import PoseModel
+from bottomup.poses import Poses
+
+ORACLES = ("none", "heatmaps", "grouping")
+# Multi-scale inputs are rounded to a multiple of this, which every trunk's strides divide.
+_SIZE_MULTIPLE = 64
+
+
+@dataclass
+class InferenceOptions:
+    """How to run the model at test time.
+
+    Attributes:
+        flip: average with the horizontally mirrored input (maps averaged, AE tags concatenated).
+        scales: input scales; outputs are resized to scale 1 and fused.
+        oracle: ``heatmaps`` or ``grouping`` replace the model's detection or grouping outputs by the ideal ones
+            rendered from the annotations (``none``: the model's own).
+        batch_size: images per forward pass.
+        amp: float16 autocast on CUDA.
+    """
+
+    flip: bool = False
+    scales: Sequence[float] = (1.0,)
+    oracle: str = "none"
+    batch_size: int = 8
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.oracle not in ORACLES:
+            raise ValueError(f"oracle must be one of {ORACLES}, got {self.oracle!r}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive, got {list(self.scales)}")
+
+
+@dataclass
+class InferenceResult:
+    """COCO results of every image plus timings (ms per image)."""
+
+    results: list[dict] = field(default_factory=list)
+    poses: dict[int, Poses] = field(default_factory=dict)
+    forward_ms: list[float] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+
+    @property
+    def image_ids(self) -> list[int]:
+        return sorted(self.poses)
+
+
+def resize_outputs(codec: Codec, outputs: Outputs, scale: float) -> Outputs:
+    """Outputs of an input scaled by ``scale`` brought to the map sizes of scale 1 (displacements rescaled)."""
+    resized = {}
+    for name, spec in codec.outputs.items():
+        maps = outputs[name]
+        size = (round(maps.shape[-2] / scale), round(maps.shape[-1] / scale))
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        resized[name] = maps / scale if spec.kind == "displacement" else maps
+    return resized
+
+
+def forward(model: PoseModel, images: Tensor, options: InferenceOptions) -> Outputs:
+    """The fused outputs of ``images [B, 3, S, S]`` under the flip/multi-scale options, at scale-1 map size."""
+    codec = model.codec
+    fused = []
+    size = images.shape[-1]
+    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=options.amp and images.is_cuda)
+    for scale in options.scales:
+        side = max(_SIZE_MULTIPLE, _SIZE_MULTIPLE * round(size * scale / _SIZE_MULTIPLE))
+        actual = side / size
+        x = images if side == size else F.interpolate(images, size=(side, side), mode="bilinear",
+                                                      align_corners=False)
+        with autocast:
+            out = {k: v.float() for k, v in model.predict(x).items()}
+            if options.flip:
+                mirrored = codec.flip_outputs({k: v.float() for k, v in model.predict(x.flip(-1)).items()})
+        if options.flip:
+            out = codec.fuse([out, mirrored])
+        fused.append(out if side == size else resize_outputs(codec, out, actual))
+    return fused[0] if len(fused) == 1 else codec.fuse(fused)
+
+
+def ideal_batch(codec: Codec, dataset: CocoKeypoints, indices: Iterable[int], matrices: Tensor,
+                size: int) -> Outputs:
+    """The codec's ideal outputs for a batch of dataset images (annotations warped like the images)."""
+    rendered = []
+    for index, matrix in zip(indices, matrices):
+        people = dataset.annotation(int(index)).keypoints
+        rendered.append(codec.ideal_outputs(geometry.apply(matrix.numpy(), people).astype(np.float32), (size, size)))
+    return {k: torch.stack([r[k] for r in rendered]) for k in rendered[0]}
+
+
+def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, device: torch.device | str = "cpu",
+        indices: Sequence[int] | None = None, progress: bool = False) -> InferenceResult:
+    """Predict every image of ``dataset`` (an evaluation-mode dataset without codec targets).
+
+    Poses are decoded in input pixels and mapped back to each image with the inverse of its fit matrix.
+    """
+    model.eval()
+    codec = model.codec
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    out = InferenceResult()
+    device = torch.device(device)
+    batches = [indices[i:i + options.batch_size] for i in range(0, len(indices), options.batch_size)]
+    iterator = batches
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+    with torch.inference_mode():
+        for batch_indices in iterator:
+            samples = [dataset[i] for i in batch_indices]
+            images = torch.stack([s["image"] for s in samples]).to(device)
+            matrices = torch.stack([s["meta"]["matrix"] for s in samples])
+            _sync(device)
+            start = time.perf_counter()
+            outputs = forward(model, images, options)
+            _sync(device)
+            forward_s = time.perf_counter() - start
+            if options.oracle != "none":
+                role = "detection" if options.oracle == "heatmaps" else "grouping"
+                ideal = ideal_batch(codec, dataset, batch_indices, matrices, images.shape[-1])
+                for name, spec in codec.outputs.items():
+                    if spec.role == role:
+                        outputs[name] = ideal[name].to(device)
+            start = time.perf_counter()
+            decoded = codec.decode(outputs)
+            _sync(device)
+            decode_s = time.perf_counter() - start
+            for sample, poses, matrix in zip(samples, decoded, matrices):
+                image_id = int(sample["meta"]["image_id"])
+                to_image = torch.as_tensor(geometry.invert(matrix.numpy())[:2])
+                poses = poses.to("cpu").affine(to_image)
+                out.poses[image_id] = poses
+                out.results += coco_eval.poses_to_results(image_id, poses)
+            n = len(batch_indices)
+            out.forward_ms += [1000 * forward_s / n] * n
+            out.decode_ms += [1000 * decode_s / n] * n
+    return out
+
+
+def score(dataset: CocoKeypoints, inference: InferenceResult, verbose: bool = False) -> dict:
+    """COCO metrics of an inference run, AP by people per image, and median ms per image."""
+    ids = inference.image_ids
+    metrics = coco_eval.evaluate(dataset.coco, inference.results, dataset.skeleton.sigmas, ids, verbose=verbose)
+    metrics["by_people"] = coco_eval.evaluate_by_crowd(dataset.coco, inference.results, dataset.skeleton.sigmas, ids)
+    metrics["images"] = len(ids)
+    metrics["decode_ms_per_image"] = _median(inference.decode_ms)
+    metrics["forward_ms_per_image"] = _median(inference.forward_ms)
+    return metrics
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else math.nan
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
