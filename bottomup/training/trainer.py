@@ -1,0 +1,260 @@
+"""The training loop: any trunk x method x dataset, on CPU or GPUs, resumable exactly.
+
+A run lives in one folder:
+
+* ``checkpoint.pt``: model, optimizer, scheduler, gradient scaler, epoch, step, random generators and the config,
+  rewritten atomically after every epoch. Starting the same run again continues from it.
+* ``metrics.jsonl``: one JSON object per line: ``{"type": "step", ...}`` every ``log_every`` steps (loss parts,
+  learning rate, images/s) and ``{"type": "eval", ...}`` after evaluations, each with the 0-based ``epoch`` it
+  belongs to. Lines of epochs that a resumed run repeats are dropped on resume, and a line cut short by a kill is
+  skipped by :func:`read_log`.
+* ``metrics.json``: the final evaluation, parameters and training time; ``status.json``: running/done/failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from bottomup.cli import set_threads, write_atomic, write_json
+from bottomup.config import build_method, build_trunk
+from bottomup.data import build_dataset, build_loader
+from bottomup.errors import CheckpointError
+from bottomup.evaluation import inference
+from bottomup.model import PoseModel
+from bottomup.skeletons import Skeleton
+from bottomup.training import checkpoint
+from bottomup.training.distributed import Context, barrier, broadcast_object, setup
+from bottomup.training.optim import build_optimizer, build_scheduler
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "metrics.jsonl"
+# Config sections that define the network; a checkpoint made with others cannot be resumed or evaluated as this run.
+MODEL_KEYS = ("trunk", "method")
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The entries of a ``metrics.jsonl``, skipping a last line cut short by a killed process."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def skeleton_state(skeleton: Skeleton) -> dict[str, Any]:
+    return {"name": skeleton.name, "keypoints": list(skeleton.keypoints), "limbs": [list(l) for l in skeleton.limbs],
+            "flip_pairs": [list(p) for p in skeleton.flip_pairs], "sigmas": list(skeleton.sigmas),
+            "paf_limbs": None if skeleton.paf_limbs is None else [list(l) for l in skeleton.paf_limbs]}
+
+
+def skeleton_from_state(state: dict[str, Any]) -> Skeleton:
+    return Skeleton(**state)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> PoseModel:
+    """The network a checkpoint holds, with its weights, in eval mode (for evaluation and prediction)."""
+    cfg = OmegaConf.create(state["config"])
+    skeleton = skeleton_from_state(state["skeleton"])
+    model = PoseModel(build_trunk(cfg.trunk), build_method(cfg.method, skeleton))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+class Trainer:
+    """Trains ``cfg.trunk`` x ``cfg.method`` on ``cfg.data`` into ``run_dir`` (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ctx: Context = setup(str(cfg.device))
+        set_threads(cfg.threads)
+        torch.manual_seed(int(cfg.seed))
+        self.train_set = build_dataset(cfg.data, "train", seed=int(cfg.seed))
+        self.skeleton = self.train_set.skeleton
+        method = build_method(cfg.method, self.skeleton)
+        self.train_set.codec = method.codec
+        self.val_set = build_dataset(cfg.data, "val", train=False)
+        model = PoseModel(build_trunk(cfg.trunk), method).to(self.ctx.device)
+        if cfg.sync_bn and self.ctx.distributed and self.ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.net: nn.Module = model
+        if self.ctx.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None)
+        self.loss_fn = method.build_loss().to(self.ctx.device)
+        self.loader = build_loader(self.train_set, int(cfg.batch_size), shuffle=True, num_workers=int(cfg.workers),
+                                   seed=int(cfg.seed), distributed=self.ctx.distributed, drop_last=True,
+                                   pin_memory=self.ctx.device.type == "cuda")
+        if len(self.loader) == 0:
+            raise ValueError(f"the train split has {len(self.train_set)} images, fewer than one batch of "
+                             f"{cfg.batch_size} per process; lower batch_size")
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, len(self.loader), int(cfg.epochs), cfg.optim)
+        self.amp = bool(cfg.amp) and self.ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch = 0
+        self.step = 0
+        self.train_seconds = 0.0
+        self.writer = self._tensorboard()
+
+    # -- state ------------------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
+            "rng": checkpoint.rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "skeleton": skeleton_state(self.skeleton),
+        }
+
+    def resume(self) -> bool:
+        """Continue from the run folder's checkpoint, if there is one; returns whether it did."""
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            return False
+        state = checkpoint.load(path, map_location=self.ctx.device)
+        current = OmegaConf.to_container(self.cfg, resolve=True)
+        for key in MODEL_KEYS:
+            if state["config"].get(key) != current.get(key):
+                raise CheckpointError(f"{path} was trained with a different {key} config than this run; use a new "
+                                      f"run folder (hydra.run.dir=...) or the original {key}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+        checkpoint.set_rng_state(state["rng"])
+        if self.ctx.main:
+            kept = [e for e in read_log(self.run_dir / LOG) if e.get("epoch", 0) < self.epoch]
+            write_atomic(self.run_dir / LOG, "".join(json.dumps(e) + "\n" for e in kept))
+        return True
+
+    # -- loop -------------------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``cfg.epochs`` (continuing a previous run in the folder) and return the final metrics."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        if self.ctx.main:
+            write_json(self.run_dir / "status.json", {"status": "running", "epoch": self.epoch})
+            where = f"resuming at epoch {self.epoch}" if resumed else "starting"
+            print(f"[train] {cfg.method.name} on {cfg.trunk.name}, data {cfg.data.name}: {where}; run folder "
+                  f"{self.run_dir}", flush=True)
+        metrics: dict[str, Any] = {}
+        while self.epoch < int(cfg.epochs):
+            start = time.perf_counter()
+            self._train_epoch()
+            self.train_seconds += time.perf_counter() - start
+            self.epoch += 1
+            last = self.epoch == int(cfg.epochs)
+            if last or (cfg.eval_every and self.epoch % int(cfg.eval_every) == 0):
+                metrics = self.evaluate()
+            if self.ctx.main:
+                checkpoint.save(self.run_dir / CHECKPOINT, self.state())
+            barrier(self.ctx)
+        if not metrics:
+            metrics = self.evaluate()
+        if self.ctx.main:
+            params = sum(p.numel() for p in self.model.parameters())
+            final = {**metrics, "params_M": params / 1e6, "train_minutes": self.train_seconds / 60,
+                     "epochs": self.epoch, "steps": self.step}
+            write_json(self.run_dir / "metrics.json", final)
+            write_json(self.run_dir / "status.json", {"status": "done", "epoch": self.epoch})
+            metrics = final
+        return broadcast_object(self.ctx, metrics)
+
+    def _train_epoch(self) -> None:
+        cfg = self.cfg
+        self.net.train()
+        self.loader.set_epoch(self.epoch)
+        device = self.ctx.device
+        batches = self.loader
+        if self.ctx.main:
+            from tqdm import tqdm
+
+            batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False,
+                           mininterval=2.0)
+        tick, seen = time.perf_counter(), 0
+        for batch in batches:
+            images = batch["image"].to(device, non_blocking=True)
+            targets = {k: v.to(device, non_blocking=True) for k, v in batch["targets"].items()}
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                predictions = self.net(images)
+            predictions = [{k: v.float() for k, v in p.items()} for p in predictions]
+            loss, parts = self.loss_fn(predictions, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}: "
+                                         f"parts {({k: float(v) for k, v in parts.items()})}; lower optim.lr or set "
+                                         f"grad_clip")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.grad_clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            seen += images.shape[0] * self.ctx.world_size
+            if self.ctx.main and self.step % int(cfg.log_every) == 0:
+                elapsed = time.perf_counter() - tick
+                entry = {"type": "step", "epoch": self.epoch, "step": self.step, "loss": loss.item(),
+                         **{k: float(v) for k, v in parts.items()}, "lr": self.scheduler.get_last_lr()[0],
+                         "images_per_s": seen / max(elapsed, 1e-9)}
+                self._log(entry)
+                if hasattr(batches, "set_postfix"):
+                    batches.set_postfix(loss=f"{entry['loss']:.4f}", img_s=f"{entry['images_per_s']:.1f}")
+                tick, seen = time.perf_counter(), 0
+
+    def evaluate(self) -> dict[str, Any]:
+        """COCO metrics of the current weights on the val split (computed on rank 0, shared with all ranks)."""
+        metrics: dict[str, Any] = {}
+        if self.ctx.main:
+            e = self.cfg.eval
+            options = inference.InferenceOptions(flip=bool(e.flip), scales=tuple(e.scales),
+                                                 batch_size=int(e.batch_size), amp=self.amp)
+            count = len(self.val_set) if e.max_images is None else min(len(self.val_set), int(e.max_images))
+            result = inference.run(self.model, self.val_set, options, self.ctx.device, indices=range(count))
+            metrics = inference.score(self.val_set, result)
+            self._log({"type": "eval", "epoch": self.epoch - 1, "epochs_done": self.epoch, "step": self.step,
+                       **{k: v for k, v in metrics.items() if k != "by_people"}, "by_people": metrics["by_people"]})
+            print(f"[train] epoch {self.epoch}: val AP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}, "
+                  f"{metrics['images']} images)", flush=True)
+        barrier(self.ctx)
+        return broadcast_object(self.ctx, metrics)
+
+    # -- logging ----------------------------------------------------------------------------------------------------
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        with (self.run_dir / LOG).open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if self.writer is not None:
+            for key, value in entry.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.writer.add_scalar(f"{entry['type']}/{key}", value, self.step)
+
+    def _tensorboard(self):
+        if not self.ctx.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
