@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from bottomup.cli import friendly_errors, set_threads, write_json
 from bottomup.config import resolve_path
 from bottomup.data import build_dataset
+from bottomup.errors import ConfigError, config_errors
 from bottomup.evaluation import inference
 from bottomup.evaluation.report import format_table
 from bottomup.training import checkpoint
@@ -27,17 +28,20 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Metrics of ``cfg.checkpoint`` on ``cfg.data`` (or its own data), as written to ``metrics.json``."""
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
-    state = checkpoint.load(resolve_path(cfg.checkpoint), map_location="cpu")
-    model = model_from_checkpoint(state).to(ctx.device)
+    path = resolve_path(cfg.checkpoint)
+    state = checkpoint.load(path, map_location="cpu")
+    model = model_from_checkpoint(state, path).to(ctx.device)
     data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(state["config"]["data"])
     if cfg.input_size is not None:
         data_cfg = OmegaConf.merge(data_cfg, {"input_size": int(cfg.input_size)})
     dataset = build_dataset(data_cfg, str(cfg.split), train=False)
     if dataset.skeleton.keypoints != model.codec.skeleton.keypoints:
-        raise ValueError(f"the {cfg.split} split's keypoints {list(dataset.skeleton.keypoints)} differ from the "
-                         f"checkpoint's {list(model.codec.skeleton.keypoints)}")
-    options = inference.InferenceOptions(flip=bool(cfg.flip), scales=tuple(cfg.scales), oracle=str(cfg.oracle),
-                                         batch_size=int(cfg.batch_size), amp=bool(cfg.amp))
+        raise ConfigError(f"data {data_cfg.get('name')!r} ({dataset.file.path}) has keypoints "
+                          f"{list(dataset.skeleton.keypoints)}, but checkpoint {path} predicts "
+                          f"{list(model.codec.skeleton.keypoints)}; evaluate it on data with its own keypoints")
+    with config_errors("evaluation options"):
+        options = inference.InferenceOptions(flip=bool(cfg.flip), scales=tuple(cfg.scales), oracle=str(cfg.oracle),
+                                             batch_size=int(cfg.batch_size), amp=bool(cfg.amp))
     count = len(dataset) if cfg.max_images is None else min(len(dataset), int(cfg.max_images))
     result = inference.run(model, dataset, options, ctx.device, indices=range(count), progress=True)
     metrics = inference.score(dataset, result, verbose=True)

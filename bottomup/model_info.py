@@ -18,7 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from bottomup.cli import friendly_errors
 from bottomup.config import build_model
+from bottomup.errors import ConfigError, config_errors, model_choice
 from bottomup.skeletons import get_skeleton
 
 
@@ -35,8 +37,12 @@ def model_info(trunk_cfg: DictConfig | str, method_cfg: DictConfig | str, skelet
         final prediction.
     """
     width, height = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    with torch.device("meta"):
-        model = build_model(trunk_cfg, method_cfg, get_skeleton(skeleton)).eval()
+    try:
+        layout = get_skeleton(skeleton)
+    except KeyError as err:  # its message lists the built-in skeletons
+        raise ConfigError(err.args[0]) from None
+    with torch.device("meta"), config_errors(f"{model_choice(trunk_cfg, method_cfg)} cannot be built"):
+        model = build_model(trunk_cfg, method_cfg, layout).eval()
         with FlopCounterMode(display=False) as counter:
             prediction = model.predict(torch.zeros(1, 3, height, width))
     return {
@@ -47,6 +53,7 @@ def model_info(trunk_cfg: DictConfig | str, method_cfg: DictConfig | str, skelet
 
 
 @hydra.main(config_path="../conf", config_name="model_info", version_base=None)
+@friendly_errors
 def main(cfg: DictConfig) -> None:
     input_size = OmegaConf.to_object(cfg.input_size) if OmegaConf.is_list(cfg.input_size) else int(cfg.input_size)
     print(json.dumps(model_info(cfg.trunk, cfg.method, cfg.skeleton, input_size)))

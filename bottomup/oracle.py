@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bottomup.cli import friendly_errors, set_threads, write_json
 from bottomup.config import build_method, load_group, resolve_path
-from bottomup.errors import ConfigError
+from bottomup.errors import ConfigError, config_errors
 from bottomup.evaluation.coco_eval import load_annotations
 from bottomup.evaluation.degrade import Degradation
 from bottomup.evaluation.oracle import run_oracle
@@ -35,8 +35,10 @@ def method_config(name: str, variants: DictConfig) -> DictConfig:
 def main(cfg: DictConfig) -> None:
     set_threads(cfg.threads)
     annotations = load_annotations(resolve_path(cfg.annotations))
-    codecs = {name: build_method(method_config(name, cfg.variants), annotations.skeleton).codec
-              for name in cfg.methods}
+    codecs = {}
+    for name in cfg.methods:
+        with config_errors(f"method {name!r} cannot be built for the skeleton of {annotations.file.path}"):
+            codecs[name] = build_method(method_config(name, cfg.variants), annotations.skeleton).codec
     report = run_oracle(annotations, codecs, input_size=cfg.input_size,
                         degradation=Degradation(**cfg.degrade), seed=cfg.seed)
     path = write_json(resolve_path(cfg.output), report)

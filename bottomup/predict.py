@@ -44,7 +44,8 @@ def image_files(path: Path) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
-    model = model_from_checkpoint(checkpoint.load(resolve_path(cfg.checkpoint))).to(ctx.device)
+    path = resolve_path(cfg.checkpoint)
+    model = model_from_checkpoint(checkpoint.load(path), path).to(ctx.device)
     skeleton = model.codec.skeleton
     transform = EvalTransform(int(cfg.input_size))
     options = inference.InferenceOptions(flip=bool(cfg.flip))

@@ -14,6 +14,9 @@ import torch
 from bottomup.cli import write_atomic
 from bottomup.errors import CheckpointError
 
+# What evaluation and prediction read from a checkpoint: the weights, the trunk x method config and the skeleton.
+REQUIRED = frozenset({"model", "config", "skeleton"})
+
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file and rename it over ``path``: a run killed at any
@@ -33,7 +36,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     except Exception as exc:  # torch raises several types for corrupt files (pickle, zip, runtime)
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is not a "
                               f"bottomup checkpoint or it is corrupt") from None
-    missing = {"model", "config"} - set(state) if isinstance(state, dict) else {"model", "config"}
+    missing = REQUIRED - set(state) if isinstance(state, dict) else REQUIRED
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: it was not written by bottomup.train")
     return state

@@ -23,15 +23,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from bottomup.cli import set_threads, write_atomic, write_json
-from bottomup.config import build_method, build_trunk
+from bottomup.cli import remove_partial_writes, set_threads, write_atomic, write_json
+from bottomup.config import build_model
 from bottomup.data import build_dataset, build_loader
-from bottomup.errors import CheckpointError
+from bottomup.errors import CheckpointError, ConfigError, config_errors, model_choice
 from bottomup.evaluation import inference
 from bottomup.model import PoseModel
 from bottomup.skeletons import Skeleton
 from bottomup.training import checkpoint
-from bottomup.training.distributed import Context, barrier, broadcast_object, setup
+from bottomup.training.distributed import Context, barrier, broadcast_object, setup, sync_buffers
 from bottomup.training.optim import build_optimizer, build_scheduler
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,12 +64,21 @@ def skeleton_from_state(state: dict[str, Any]) -> Skeleton:
     return Skeleton(**state)
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> PoseModel:
-    """The network a checkpoint holds, with its weights, in eval mode (for evaluation and prediction)."""
+def model_from_checkpoint(state: dict[str, Any], source: str | Path = "the checkpoint") -> PoseModel:
+    """The network a checkpoint holds, with its weights, in eval mode (for evaluation and prediction).
+
+    Raises:
+        CheckpointError: naming ``source`` (the checkpoint's path), when its config no longer builds a model (e.g. a
+            checkpoint of another bottomup version) or its weights do not fit that model.
+    """
     cfg = OmegaConf.create(state["config"])
-    skeleton = skeleton_from_state(state["skeleton"])
-    model = PoseModel(build_trunk(cfg.trunk), build_method(cfg.method, skeleton))
-    model.load_state_dict(state["model"])
+    choice = model_choice(cfg.trunk, cfg.method)
+    with config_errors(f"the model of {source} ({choice}) cannot be built"):
+        model = build_model(cfg.trunk, cfg.method, skeleton_from_state(state["skeleton"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # torch lists the missing, unexpected and mis-shaped weights
+        raise CheckpointError(f"the weights in {source} do not fit its model ({choice}): {err}") from None
     return model.eval()
 
 
@@ -84,10 +93,13 @@ class Trainer:
         torch.manual_seed(int(cfg.seed))
         self.train_set = build_dataset(cfg.data, "train", seed=int(cfg.seed))
         self.skeleton = self.train_set.skeleton
-        method = build_method(cfg.method, self.skeleton)
+        # The trunk and method constructors check their arguments; a combination they refuse (an odd HigherHRNet
+        # stride, a codec stride the trunk lacks) is reported as a config error naming both choices.
+        with config_errors(f"{model_choice(cfg.trunk, cfg.method)} cannot be built"):
+            model = build_model(cfg.trunk, cfg.method, self.skeleton).to(self.ctx.device)
+        method = model.method
         self.train_set.codec = method.codec
         self.val_set = build_dataset(cfg.data, "val", train=False)
-        model = PoseModel(build_trunk(cfg.trunk), method).to(self.ctx.device)
         if cfg.sync_bn and self.ctx.distributed and self.ctx.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -100,8 +112,8 @@ class Trainer:
                                    seed=int(cfg.seed), distributed=self.ctx.distributed, drop_last=True,
                                    pin_memory=self.ctx.device.type == "cuda")
         if len(self.loader) == 0:
-            raise ValueError(f"the train split has {len(self.train_set)} images, fewer than one batch of "
-                             f"{cfg.batch_size} per process; lower batch_size")
+            raise ConfigError(f"the train split has {len(self.train_set)} images, fewer than one batch of "
+                              f"{cfg.batch_size} per process; lower batch_size")
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, len(self.loader), int(cfg.epochs), cfg.optim)
         self.amp = bool(cfg.amp) and self.ctx.device.type == "cuda"
@@ -123,16 +135,36 @@ class Trainer:
         }
 
     def resume(self) -> bool:
-        """Continue from the run folder's checkpoint, if there is one; returns whether it did."""
+        """Continue from the run folder's checkpoint, if there is one; returns whether it did.
+
+        Either way the log is cut back to the epochs before the one training starts at (all of it on a fresh start),
+        so a run killed at any moment and started again logs each epoch once.
+        """
         path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            return False
+        resumed = path.exists()
+        if resumed:
+            self._load(path)
+        if self.ctx.main:
+            # A checkpoint write stopped by a kill leaves its temporary file; the rename never happened, so the
+            # checkpoint itself is the previous complete one.
+            remove_partial_writes(path)
+            kept = [e for e in read_log(self.run_dir / LOG) if e.get("epoch", 0) < self.epoch]
+            write_atomic(self.run_dir / LOG, "".join(json.dumps(e) + "\n" for e in kept))
+        return resumed
+
+    def _load(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.ctx.device)
         current = OmegaConf.to_container(self.cfg, resolve=True)
         for key in MODEL_KEYS:
-            if state["config"].get(key) != current.get(key):
-                raise CheckpointError(f"{path} was trained with a different {key} config than this run; use a new "
-                                      f"run folder (hydra.run.dir=...) or the original {key}")
+            theirs, ours = state["config"].get(key) or {}, current.get(key) or {}
+            if theirs != ours:
+                raise CheckpointError(f"{path} was trained with a different {key} config than this run ({key} "
+                                      f"{theirs.get('name')!r} there, {ours.get('name')!r} here); use a new run "
+                                      f"folder (hydra.run.dir=...) or the original {key} settings")
+        if state["skeleton"]["keypoints"] != list(self.skeleton.keypoints):
+            raise CheckpointError(f"{path} was trained on keypoints {state['skeleton']['keypoints']}, but data "
+                                  f"{self.cfg.data.name!r} has {list(self.skeleton.keypoints)}; use a new run folder "
+                                  f"(hydra.run.dir=...)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -140,10 +172,6 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         checkpoint.set_rng_state(state["rng"])
-        if self.ctx.main:
-            kept = [e for e in read_log(self.run_dir / LOG) if e.get("epoch", 0) < self.epoch]
-            write_atomic(self.run_dir / LOG, "".join(json.dumps(e) + "\n" for e in kept))
-        return True
 
     # -- loop -------------------------------------------------------------------------------------------------------
 
@@ -161,6 +189,7 @@ class Trainer:
         while self.epoch < int(cfg.epochs):
             start = time.perf_counter()
             self._train_epoch()
+            sync_buffers(self.ctx, self.model)
             self.train_seconds += time.perf_counter() - start
             self.epoch += 1
             last = self.epoch == int(cfg.epochs)

@@ -1,0 +1,213 @@
+"""Every command-line app turns bad input into one paragraph naming the file and the field or id at fault, exit
+status 2 and no traceback (``debug=true`` shows it), and handles what can be handled.
+
+Each app runs in a subprocess (a few seconds of imports), so the many broken annotation files go through the oracle
+app, which reads nothing else, and every other app gets one or two cases; the library-level checks of the same files
+are in ``test_data.py``, whose file builders these tests reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from torch.utils.data import DataLoader, Dataset
+
+from bottomup.cli import friendly_errors, remove_partial_writes, write_atomic
+from bottomup.config import compose
+from bottomup.errors import ConfigError, DataError
+from bottomup.evaluate import evaluate_checkpoint
+from test_data import _bad, person, write_dataset
+from test_training import run_app, tiny, tiny_checkpoint  # noqa: F401 (fixtures)
+
+
+def assert_friendly(result: subprocess.CompletedProcess, *mentions: str) -> None:
+    """The app ended with exit status 2 and a one-paragraph error holding every one of ``mentions``."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    message = result.stderr[result.stderr.index("error: "):]
+    for mention in mentions:
+        assert mention in message, (mention, message)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Annotation files (oracle app)
+
+
+@pytest.mark.parametrize("case", ["missing file", "invalid json", "not coco", "wrong keypoint length",
+                                  "nan keypoints", "unknown image id", "duplicate image id"])
+def test_bad_annotation_file_is_named_by_the_oracle_app(tmp_path: Path, case: str) -> None:
+    path, mention = _bad(tmp_path, case)
+    result = run_app("bottomup.oracle", f"annotations={path}", "methods=[ae]", f"hydra.run.dir={tmp_path / 'out'}",
+                     cwd=tmp_path)
+    field = ("annotation id 7", "'keypoints'") if case in ("wrong keypoint length", "nan keypoints") else ()
+    assert_friendly(result, str(path), mention, *field)
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    path, _ = _bad(tmp_path, "invalid json")
+    result = run_app("bottomup.oracle", f"annotations={path}", "debug=true", f"hydra.run.dir={tmp_path / 'out'}",
+                     cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "DataError" in result.stderr and str(path) in result.stderr
+
+
+def test_oracle_app_repairs_fixable_oddities(tmp_path: Path) -> None:
+    # Image 1 (64x48): a joint 2 px right of the image (clipped in), one 40 px out (dropped, with a warning naming
+    # the file and the annotation), no 'area', 'num_keypoints' or 'iscrowd'; image 2 holds nobody.
+    clipped = person(1, 1, {0: (10.0, 10.0), 5: (20.0, 20.0), 11: (65.0, 30.0), 12: (30.0, 30.0)})
+    dropped = person(2, 1, {0: (40.0, 10.0), 5: (104.0, 20.0), 11: (44.0, 30.0), 12: (50.0, 30.0)})
+    for ann in (clipped, dropped):
+        del ann["area"], ann["num_keypoints"], ann["iscrowd"]
+    images = [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+              {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48}]
+    path = write_dataset(tmp_path, [clipped, dropped], images=images, write_images=False)
+    out = tmp_path / "oracle.json"
+    result = run_app("bottomup.oracle", f"annotations={path}", "methods=[ae]", "input_size=64", f"output={out}",
+                     f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert str(path) in result.stderr and "annotation ids [2]" in result.stderr
+    assert json.loads(out.read_text())["results"]["ae"]["AP"] > 0.5
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training, evaluation, prediction and model_info apps
+
+
+def test_unknown_config_choice_lists_the_choices(tmp_path: Path) -> None:
+    # Hydra's own error (its exit status, 1) lists the group's options.
+    result = run_app("bottomup.train", "method=nope", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Could not find 'method/nope'" in result.stderr
+    assert all(f"\t{name}\n" in result.stderr for name in ("ae", "higherhrnet", "openpose", "spm"))
+
+
+def test_train_app_names_the_broken_annotation_file(tmp_path: Path) -> None:
+    path, mention = _bad(tmp_path, "duplicate annotation id")
+    (tmp_path / "annotations").mkdir()
+    path = path.rename(tmp_path / "annotations" / "person_keypoints_train2017.json")
+    run_dir = tmp_path / "run"
+    result = run_app("bottomup.train", "data=coco", f"data.root={tmp_path}", f"hydra.run.dir={run_dir}",
+                     cwd=tmp_path)
+    assert_friendly(result, str(path), mention)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and mention in status["error"]
+
+
+def test_model_info_names_trunk_and_method_that_do_not_fit(tmp_path: Path) -> None:
+    result = run_app("bottomup.model_info", "trunk=hrnet_w32", "method=higherhrnet", "method.codec.stride=3",
+                     cwd=tmp_path)
+    assert_friendly(result, "trunk 'hrnet_w32' with method 'higherhrnet'", "even stride", "got 3")
+
+
+def test_evaluation_with_zero_detections_scores_zero(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = run_app("bottomup.evaluate", f"checkpoint={tiny_checkpoint}", "device=cpu", f"output_dir={out}",
+                     f"hydra.run.dir={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "results.json").read_text()) == []
+    assert metrics["images"] == 8 and metrics["AP"] == 0.0 and metrics["AR"] == 0.0
+
+
+def test_evaluating_on_other_keypoints_names_data_and_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # A CrowdPose-layout file (14 keypoints) against a COCO-17 checkpoint.
+    (tmp_path / "json").mkdir()
+    (tmp_path / "images").mkdir()
+    names = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+             "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck"]
+    (tmp_path / "json" / "crowdpose_test.json").write_text(json.dumps({
+        "images": [], "annotations": [], "categories": [{"id": 1, "name": "person", "keypoints": names}]}))
+    cfg = compose("evaluate", [f"checkpoint={tiny_checkpoint}", "data=crowdpose", f"data.root={tmp_path}",
+                               "device=cpu", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError) as info:
+        evaluate_checkpoint(cfg)
+    message = str(info.value)
+    assert "'crowdpose'" in message and "crowdpose_test.json" in message and str(tiny_checkpoint) in message
+
+
+def test_predict_app_reads_grayscale_rgba_and_empty_images_and_names_a_corrupt_one(tiny_checkpoint: Path,
+                                                                                   tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(images / "a_gray.png"), rng.integers(0, 256, (40, 60), dtype=np.uint8))
+    cv2.imwrite(str(images / "b_rgba.png"), rng.integers(0, 256, (50, 30, 4), dtype=np.uint8))
+    cv2.imwrite(str(images / "c_blank.jpg"), np.full((32, 32, 3), 128, np.uint8))
+    (images / "d_corrupt.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    out = tmp_path / "out"
+    result = run_app("bottomup.predict", f"checkpoint={tiny_checkpoint}", f"images={images}", "input_size=64",
+                     "device=cpu", f"output_dir={out}", f"hydra.run.dir={out}", cwd=tmp_path)
+    # The images before the corrupt one were read (as RGB), decoded (nobody: the checkpoint keeps no peak) and drawn.
+    for name in ("a_gray.png", "b_rgba.png", "c_blank.jpg"):
+        assert f"{name}: 0 people" in result.stdout
+        assert (out / f"{Path(name).stem}.png").is_file()
+    assert_friendly(result, str(images / "d_corrupt.jpg"), "corrupt")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared pieces, in process
+
+
+def test_missing_required_setting_is_a_friendly_error(capsys: pytest.CaptureFixture[str]) -> None:
+    @friendly_errors
+    def main(cfg: object) -> None:
+        compose("evaluate").checkpoint
+
+    with pytest.raises(SystemExit) as info:
+        main(None)
+    assert info.value.code == 2
+    assert "checkpoint is required: set it on the command line" in capsys.readouterr().err
+
+
+class CorruptImages(Dataset):
+    """A dataset whose one image is corrupt, as :class:`~bottomup.data.CocoKeypoints` reports it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> None:
+        raise DataError("image /data/train/000001.jpg is corrupt or not an image file")
+
+
+def test_error_in_a_loader_worker_prints_only_its_message(capsys: pytest.CaptureFixture[str]) -> None:
+    @friendly_errors
+    def main(cfg: object) -> None:
+        next(iter(DataLoader(CorruptImages(), num_workers=1)))
+
+    with pytest.raises(SystemExit):
+        main(None)
+    err = capsys.readouterr().err
+    assert err.startswith("error: image /data/train/000001.jpg is corrupt or not an image file\n")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value, debug", [("1", True), ("0", False), ("", False)])
+def test_bottomup_debug_environment_variable(monkeypatch: pytest.MonkeyPatch, value: str, debug: bool) -> None:
+    monkeypatch.setenv("BOTTOMUP_DEBUG", value)
+
+    @friendly_errors
+    def main(cfg: object) -> None:
+        raise DataError("annotation file x.json: duplicate image id 1")
+
+    with pytest.raises(DataError if debug else SystemExit):
+        main(None)
+
+
+def test_atomic_writes_leave_ordinary_permissions_and_no_temporary_file(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = write_atomic(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    leftover = tmp_path / ".metrics.json.0123456789ab.tmp"
+    leftover.write_text("{")
+    assert remove_partial_writes(path) == [leftover]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
