@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from bottomup import geometry
 from bottomup.evaluation import coco_eval
 from bottomup.evaluation.degrade import Degradation
 from bottomup.methods.base import Codec
+from bottomup.poses import Poses
 
 
 def image_people(coco, image_id: int) -> np.ndarray:
@@ -29,9 +30,30 @@ def image_people(coco, image_id: int) -> np.ndarray:
     return np.asarray(kpts, dtype=np.float32).reshape(-1, k, 3)
 
 
+def oracle_poses(codec: Codec, people: np.ndarray, image_size: tuple[int, int], input_size: int = 512,
+                 degradation: Degradation = Degradation(), seed: int = 0, image_id: int = 0) -> tuple[Poses, float]:
+    """What ``codec`` decodes from the ideal (optionally degraded) outputs of one image's ``people``.
+
+    ``people [N, K, 3]`` are in the pixels of an image of ``image_size = (width, height)``, which is scaled to fit
+    ``input_size`` (aspect kept, top-left on a square canvas). Returns the decoded poses in image pixels and the wall
+    time of the decode call in seconds.
+    """
+    to_input, _ = geometry.fit_into(image_size[0], image_size[1], input_size)
+    kpts = degradation.people(geometry.apply(to_input, people), codec.stride, seed, image_id)
+    outputs = codec.ideal_outputs(kpts, (input_size, input_size))
+    if degradation.active:
+        outputs = degradation.maps(outputs, codec.outputs, seed, image_id)
+    batch = {k: v[None] for k, v in outputs.items()}
+    start = time.perf_counter()
+    poses = codec.decode(batch)[0]
+    seconds = time.perf_counter() - start
+    return poses.affine(torch.as_tensor(geometry.invert(to_input)[:2])), seconds
+
+
 def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], input_size: int = 512,
-               degradation: Degradation = Degradation(), seed: int = 0, progress: bool = False) -> dict:
-    """Oracle AP of every codec on every image with annotated people.
+               degradation: Degradation = Degradation(), seed: int = 0, progress: bool = False,
+               image_ids: Sequence[int] | None = None) -> dict:
+    """Oracle AP of every codec on every image with annotated people (of ``image_ids`` only, when given).
 
     Each image is scaled to fit ``input_size`` (aspect kept, top-left on a square canvas), each method's ideal
     outputs are rendered (and degraded), decoded, mapped back to the image and scored.
@@ -42,24 +64,17 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
     """
     coco = annotations.coco
     sigmas = annotations.skeleton.sigmas
-    people = {i: image_people(coco, i) for i in sorted(coco.getImgIds())}
+    selected = sorted(coco.getImgIds()) if image_ids is None else sorted(int(i) for i in image_ids)
+    people = {i: image_people(coco, i) for i in selected}
     image_ids = [i for i, p in people.items() if len(p)]
     results: dict[str, list[dict]] = {name: [] for name in codecs}
     times: dict[str, dict[int, float]] = {name: {} for name in codecs}
     for n, image_id in enumerate(image_ids):
         info = coco.loadImgs([image_id])[0]
-        to_input, _ = geometry.fit_into(info["width"], info["height"], input_size)
-        to_image = geometry.invert(to_input)[:2]
         for name, codec in codecs.items():
-            kpts = degradation.people(geometry.apply(to_input, people[image_id]), codec.stride, seed, image_id)
-            outputs = codec.ideal_outputs(kpts, (input_size, input_size))
-            if degradation.active:
-                outputs = degradation.maps(outputs, codec.outputs, seed, image_id)
-            batch = {k: v[None] for k, v in outputs.items()}
-            start = time.perf_counter()
-            poses = codec.decode(batch)[0]
-            times[name][image_id] = time.perf_counter() - start
-            results[name] += coco_eval.poses_to_results(image_id, poses.affine(torch.as_tensor(to_image)))
+            poses, times[name][image_id] = oracle_poses(codec, people[image_id], (info["width"], info["height"]),
+                                                        input_size, degradation, seed, image_id)
+            results[name] += coco_eval.poses_to_results(image_id, poses)
         if progress and (n + 1) % 50 == 0:
             print(f"  {n + 1}/{len(image_ids)} images", flush=True)
     counts = {i: len(people[i]) for i in image_ids}
