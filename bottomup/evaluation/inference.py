@@ -20,7 +20,7 @@ from bottomup import geometry
 from bottomup.data.coco import CocoKeypoints
 from bottomup.evaluation import coco_eval
 from bottomup.methods.base import Codec, Outputs
-from bottomup.model import PoseModel
+from bottomup.model import PoseModel, mixed_precision
 from bottomup.poses import Poses
 
 ORACLES = ("none", "heatmaps", "grouping")
@@ -38,7 +38,8 @@ class InferenceOptions:
         oracle: ``heatmaps`` or ``grouping`` replace the model's detection or grouping outputs by the ideal ones
             rendered from the annotations (``none``: the model's own).
         batch_size: images per forward pass.
-        amp: float16 autocast on CUDA.
+        amp: mixed precision (float16 on CUDA, bfloat16 on CPUs with native support; see
+            :func:`bottomup.model.mixed_precision`).
     """
 
     flip: bool = False
@@ -84,7 +85,7 @@ def forward(model: PoseModel, images: Tensor, options: InferenceOptions) -> Outp
     codec = model.codec
     fused = []
     size = images.shape[-1]
-    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=options.amp and images.is_cuda)
+    autocast = mixed_precision(images.device, options.amp)
     for scale in options.scales:
         side = max(_SIZE_MULTIPLE, _SIZE_MULTIPLE * round(size * scale / _SIZE_MULTIPLE))
         actual = side / size

@@ -28,7 +28,7 @@ from bottomup.config import build_model
 from bottomup.data import build_dataset, build_loader
 from bottomup.errors import CheckpointError, ConfigError, config_errors, model_choice
 from bottomup.evaluation import inference
-from bottomup.model import PoseModel
+from bottomup.model import PoseModel, mixed_precision
 from bottomup.skeletons import Skeleton
 from bottomup.training import checkpoint
 from bottomup.training.distributed import Context, barrier, broadcast_object, setup, sync_buffers
@@ -116,8 +116,9 @@ class Trainer:
                               f"{cfg.batch_size} per process; lower batch_size")
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, len(self.loader), int(cfg.epochs), cfg.optim)
-        self.amp = bool(cfg.amp) and self.ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp = bool(cfg.amp)
+        # Loss scaling is for float16 only; CPU autocast uses bfloat16, whose range needs none.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.ctx.device.type == "cuda")
         self.epoch = 0
         self.step = 0
         self.train_seconds = 0.0
@@ -224,7 +225,7 @@ class Trainer:
         for batch in batches:
             images = batch["image"].to(device, non_blocking=True)
             targets = {k: v.to(device, non_blocking=True) for k, v in batch["targets"].items()}
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            with mixed_precision(device, self.amp):
                 predictions = self.net(images)
             predictions = [{k: v.float() for k, v in p.items()} for p in predictions]
             loss, parts = self.loss_fn(predictions, targets)
