@@ -17,9 +17,9 @@ from bottomup.evaluation.report import COSTS, GRID_CELLS, METRICS, PLOTS
 from bottomup.report import main as report_main
 
 METHODS = ("openpose", "ae", "higherhrnet", "spm")
-TINY = ["epochs=1", "batch_size=8", "workers=0", "threads=1", "data.synthetic.num_train=16",
-        "data.synthetic.num_val=8", "data.input_size=64", "oracle.max_images=8", "oracle.levels.noise=[0.1]",
-        "oracle.levels.jitter=[0.5]", "oracle.levels.dropout=[0.2]"]
+TINY = ["trunk=hrnet_w8_small", "epochs=1", "batch_size=8", "workers=0", "threads=1",
+        "data.synthetic.num_train=16", "data.synthetic.num_val=8", "data.input_size=64", "oracle.max_images=8",
+        "oracle.levels.noise=[0.1]", "oracle.levels.jitter=[0.5]", "oracle.levels.dropout=[0.2]"]
 
 
 def run_compare(root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
@@ -78,7 +78,7 @@ def test_rerun_with_other_training_settings_is_refused(compared: tuple[Path, sub
     root, _ = compared
     refused = run_compare(root, "optim.lr=0.01")
     assert refused.returncode == 2
-    assert "trained with other settings (optim.lr: 0.0015 -> 0.01)" in refused.stderr
+    assert "trained with other settings (optim.lr: 0.005 -> 0.01)" in refused.stderr
 
 
 def test_report_on_a_compare_folder(compared: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
