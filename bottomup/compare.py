@@ -19,6 +19,7 @@ Works under ``torchrun`` (every process trains; evaluation, oracle and report ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import traceback
@@ -43,9 +44,8 @@ from bottomup.evaluation.oracle import run_oracle
 from bottomup.evaluation.report import METRICS, read_json, summary, write_report
 from bottomup.methods.base import Codec
 from bottomup.report import run_entry
-from bottomup.training import checkpoint
 from bottomup.training.distributed import Context, barrier, setup, teardown
-from bottomup.training.trainer import CHECKPOINT, Trainer, model_from_checkpoint
+from bottomup.training.trainer import CHECKPOINT, Trainer, load_model
 
 RUNS = "runs"
 RUN_CONFIG = "run_config.json"
@@ -143,21 +143,21 @@ def model_cells(run_dir: Path, dataset: CocoKeypoints, count: int, cfg: DictConf
     """``{"heatmaps": metrics, "grouping": metrics}``: the trained model evaluated with ideal detection maps and with
     ideal grouping maps on the first ``count`` images of ``dataset`` (cached in the run folder)."""
     metrics = read_json(run_dir / "metrics.json") or {}
-    options = {"flip": bool(cfg.eval.flip), "scales": [float(s) for s in cfg.eval.scales],
-               "batch_size": int(cfg.eval.batch_size), "amp": bool(cfg.amp)}
+    options = inference.InferenceOptions.from_config(cfg.eval, bool(cfg.amp))
 
     def compute() -> dict[str, dict[str, float]]:
-        path = run_dir / CHECKPOINT
-        model = model_from_checkpoint(checkpoint.load(path, map_location="cpu"), path).to(ctx.device)
+        model, _ = load_model(run_dir / CHECKPOINT, ctx.device)
         cells = {}
         for oracle in ("heatmaps", "grouping"):
-            result = inference.run(model, dataset, inference.InferenceOptions(oracle=oracle, **options), ctx.device,
+            result = inference.run(model, dataset, dataclasses.replace(options, oracle=oracle), ctx.device,
                                    indices=range(count))
             scored = inference.score(dataset, result)
             cells[oracle] = {k: scored[k] for k in CELL_KEYS}
         return cells
 
-    return cached(run_dir / "oracle_cells.json", {"steps": metrics.get("steps"), "images": count, **options}, compute)
+    key = {"steps": metrics.get("steps"), "images": count, "flip": options.flip, "scales": options.scales,
+           "batch_size": options.batch_size, "amp": options.amp}
+    return cached(run_dir / "oracle_cells.json", key, compute)
 
 
 def oracle_study(annotations: Annotations, codecs: Mapping[str, Codec], input_size: int,
@@ -240,7 +240,7 @@ def oracle_grid(cfg: DictConfig, run_cfgs: Mapping[str, DictConfig], entries: Ma
     done = [m for m, e in entries.items() if e["status"] == "done"]
     if not done:
         return {}
-    count = len(val_set) if cfg.eval.max_images is None else min(len(val_set), int(cfg.eval.max_images))
+    count = len(inference.first_images(val_set, cfg.eval.max_images))
     image_ids = val_set.image_ids[:count]
     input_size = int(cfg.data.input_size)
     print(f"[compare] oracle grid: {len(done)} methods on {count} val images", flush=True)

@@ -19,9 +19,8 @@ from bottomup.data import build_dataset
 from bottomup.errors import ConfigError, config_errors
 from bottomup.evaluation import inference
 from bottomup.evaluation.report import format_table
-from bottomup.training import checkpoint
 from bottomup.training.distributed import setup
-from bottomup.training.trainer import model_from_checkpoint
+from bottomup.training.trainer import load_model
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
@@ -29,8 +28,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    state = checkpoint.load(path, map_location="cpu")
-    model = model_from_checkpoint(state, path).to(ctx.device)
+    model, state = load_model(path, ctx.device)
     data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(state["config"]["data"])
     if cfg.input_size is not None:
         data_cfg = OmegaConf.merge(data_cfg, {"input_size": int(cfg.input_size)})
@@ -40,10 +38,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
                           f"{list(dataset.skeleton.keypoints)}, but checkpoint {path} predicts "
                           f"{list(model.codec.skeleton.keypoints)}; evaluate it on data with its own keypoints")
     with config_errors("evaluation options"):
-        options = inference.InferenceOptions(flip=bool(cfg.flip), scales=tuple(cfg.scales), oracle=str(cfg.oracle),
-                                             batch_size=int(cfg.batch_size), amp=bool(cfg.amp))
-    count = len(dataset) if cfg.max_images is None else min(len(dataset), int(cfg.max_images))
-    result = inference.run(model, dataset, options, ctx.device, indices=range(count), progress=True)
+        options = inference.InferenceOptions.from_config(cfg, bool(cfg.amp), oracle=str(cfg.oracle))
+    indices = inference.first_images(dataset, cfg.max_images)
+    result = inference.run(model, dataset, options, ctx.device, indices=indices, progress=True)
     metrics = inference.score(dataset, result, verbose=True)
     out = Path(resolve_path(cfg.output_dir))
     write_json(out / "results.json", result.results)

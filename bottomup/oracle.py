@@ -15,7 +15,7 @@ from bottomup.errors import ConfigError, config_errors
 from bottomup.evaluation.coco_eval import load_annotations
 from bottomup.evaluation.degrade import Degradation
 from bottomup.evaluation.oracle import run_oracle
-from bottomup.evaluation.report import format_table
+from bottomup.evaluation.report import METRICS, format_table
 
 
 def method_config(name: str, variants: DictConfig) -> DictConfig:
@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     report = run_oracle(annotations, codecs, input_size=cfg.input_size,
                         degradation=Degradation(**cfg.degrade), seed=cfg.seed)
     path = write_json(resolve_path(cfg.output), report)
-    print(format_table(report["results"], ("AP", "AP50", "AP75", "APM", "APL", "AR", "decode_ms_per_image")))
+    print(format_table(report["results"], (*METRICS, "decode_ms_per_image")))
     print(f"wrote {path}")
 
 

@@ -19,9 +19,8 @@ from bottomup.config import resolve_path
 from bottomup.data import EvalTransform, normalize, read_image
 from bottomup.errors import DataError
 from bottomup.evaluation import inference
-from bottomup.training import checkpoint
 from bottomup.training.distributed import setup
-from bottomup.training.trainer import model_from_checkpoint
+from bottomup.training.trainer import load_model
 from bottomup.visualize import draw_poses, save_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -45,7 +44,7 @@ def main(cfg: DictConfig) -> None:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    model = model_from_checkpoint(checkpoint.load(path), path).to(ctx.device)
+    model, _ = load_model(path, ctx.device)
     skeleton = model.codec.skeleton
     transform = EvalTransform(int(cfg.input_size))
     options = inference.InferenceOptions(flip=bool(cfg.flip))

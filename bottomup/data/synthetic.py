@@ -443,9 +443,9 @@ def _annotate(person: _Person, owner: np.ndarray, who: int) -> dict[str, Any] | 
     """COCO annotation of a drawn person from the owner map (its visible pixels); ``None`` if nothing shows."""
     height, width = owner.shape
     visible = owner == who
-    rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
     if not visible.any():
         return None
+    rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
     x, y = person.joints[:, 0], person.joints[:, 1]
     inside = person.labelled & (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
     px = np.clip(np.round(x), 0, width - 1).astype(int)

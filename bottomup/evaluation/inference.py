@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,6 @@ from bottomup.data.coco import CocoKeypoints
 from bottomup.evaluation import coco_eval
 from bottomup.methods.base import Codec, Outputs
 from bottomup.model import PoseModel, mixed_precision
-from bottomup.poses import Poses
 
 ORACLES = ("none", "heatmaps", "grouping")
 # Multi-scale inputs are rounded to a multiple of this, which every trunk's strides divide.
@@ -54,19 +53,27 @@ class InferenceOptions:
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"scales must be positive, got {list(self.scales)}")
 
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], amp: bool, oracle: str = "none") -> "InferenceOptions":
+        """The options of an ``eval`` config section (``flip``, ``scales``, ``batch_size``)."""
+        return cls(flip=bool(cfg["flip"]), scales=[float(s) for s in cfg["scales"]], oracle=oracle,
+                   batch_size=int(cfg["batch_size"]), amp=bool(amp))
+
+
+def first_images(dataset: CocoKeypoints, max_images: int | None) -> range:
+    """Indices of the first ``max_images`` images of ``dataset`` (all of them for ``None``)."""
+    return range(len(dataset) if max_images is None else min(len(dataset), int(max_images)))
+
 
 @dataclass
 class InferenceResult:
-    """COCO results of every image plus timings (ms per image)."""
+    """COCO results of every image plus timings; ``image_ids``, ``forward_ms`` and ``decode_ms`` (ms per image) in
+    the order the images ran."""
 
     results: list[dict] = field(default_factory=list)
-    poses: dict[int, Poses] = field(default_factory=dict)
+    image_ids: list[int] = field(default_factory=list)
     forward_ms: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
-
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(self.poses)
 
 
 def resize_outputs(codec: Codec, outputs: Outputs, scale: float) -> Outputs:
@@ -152,7 +159,7 @@ def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, dev
                 image_id = int(sample["meta"]["image_id"])
                 to_image = torch.as_tensor(geometry.invert(matrix.numpy())[:2])
                 poses = poses.to("cpu").affine(to_image)
-                out.poses[image_id] = poses
+                out.image_ids.append(image_id)
                 out.results += coco_eval.poses_to_results(image_id, poses)
             n = len(batch_indices)
             out.forward_ms += [1000 * forward_s / n] * n
@@ -165,11 +172,10 @@ def score(dataset: CocoKeypoints, inference: InferenceResult, verbose: bool = Fa
 
     ``by_people[bucket]["decode_ms"]`` is a per-image time only when the images ran one per batch.
     """
-    ids = inference.image_ids
+    ids = sorted(inference.image_ids)
     metrics = coco_eval.evaluate(dataset.coco, inference.results, dataset.skeleton.sigmas, ids, verbose=verbose)
     metrics["by_people"] = coco_eval.evaluate_by_crowd(dataset.coco, inference.results, dataset.skeleton.sigmas, ids)
-    # decode_ms has one entry per image in the order the images ran, which is the insertion order of ``poses``.
-    decode_ms = dict(zip(inference.poses, inference.decode_ms))
+    decode_ms = dict(zip(inference.image_ids, inference.decode_ms))
     counts = coco_eval.people_per_image(dataset.coco, ids)
     for bucket, entry in metrics["by_people"].items():
         entry["decode_ms"] = _median([t for i, t in decode_ms.items() if coco_eval.bucket_of(counts[i]) == bucket])

@@ -18,6 +18,7 @@ import torch
 from bottomup import geometry
 from bottomup.evaluation import coco_eval
 from bottomup.evaluation.degrade import Degradation
+from bottomup.evaluation.report import METRICS
 from bottomup.methods.base import Codec
 from bottomup.poses import Poses
 
@@ -86,7 +87,7 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
             entry["decode_ms"] = 1000 * statistics.median(
                 t for i, t in times[name].items() if coco_eval.bucket_of(counts[i]) == bucket)
         report[name] = {
-            **{m: metrics[m] for m in ("AP", "AP50", "AP75", "APM", "APL", "AR")},
+            **{m: metrics[m] for m in METRICS},
             "images": len(image_ids),
             "people": int(sum(counts.values())),
             "decode_ms_per_image": 1000 * statistics.median(times[name].values()) if image_ids else 0.0,

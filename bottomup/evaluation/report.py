@@ -83,10 +83,9 @@ def grid_table(grid: Mapping[str, Any]) -> str:
     return format_table(grid_rows(grid), [grid_cell(d, g) for d, g in GRID_CELLS])
 
 
-def grid_rows(grid: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
-              metric: str = "AP") -> dict[str, dict[str, object]]:
-    """``{label: {cell column: metric}}`` of an oracle grid (see the module docstring)."""
-    return {label: {grid_cell(d, g): cells.get(d, {}).get(g, {}).get(metric) for d, g in GRID_CELLS}
+def grid_rows(grid: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> dict[str, dict[str, object]]:
+    """``{label: {cell column: AP}}`` of an oracle grid (see the module docstring)."""
+    return {label: {grid_cell(d, g): cells.get(d, {}).get(g, {}).get("AP") for d, g in GRID_CELLS}
             for label, cells in grid.items()}
 
 
@@ -234,10 +233,11 @@ def figures(comparison: Mapping[str, Any]) -> dict[str, Figure]:
     return out
 
 
-def write_report(comparison: Mapping[str, Any], out_dir: str | Path, stem: str = "comparison") -> list[Path]:
-    """Write ``<stem>.json``, ``<stem>.md`` and the PNG plots into ``out_dir``; returns the paths written."""
+def write_report(comparison: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``comparison.json``, ``comparison.md`` and the PNG plots into ``out_dir``; returns the paths written."""
     out = Path(out_dir)
-    paths = [write_json(out / f"{stem}.json", comparison), write_atomic(out / f"{stem}.md", to_markdown(comparison))]
+    paths = [write_json(out / "comparison.json", comparison),
+             write_atomic(out / "comparison.md", to_markdown(comparison))]
     for name, fig in figures(comparison).items():
         fig.savefig(out / name, dpi=110)
         paths.append(out / name)

@@ -22,7 +22,6 @@ from bottomup.methods.heads import StagedBranchHead
 from bottomup.methods.losses import StagedLoss, masked_mse, weighted_smooth_l1
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
-from bottomup.trunks.base import FeatureInfo
 
 
 def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
@@ -198,10 +197,6 @@ class SPMHead(StagedBranchHead):
     differ in kind: a regression in map pixels next to [0, 1] scores. ``stages > 1`` adds OpenPose-style refinement
     stages (each sees the features and the previous stage's outputs); the default is SPM's single stage.
     """
-
-    def __init__(self, codec: Codec, feature_info: FeatureInfo, stages: int = 1, channels: int = 64,
-                 num_convs: int = 2, kernel_size: int = 3) -> None:
-        super().__init__(codec, feature_info, stages, channels, num_convs, kernel_size)
 
 
 class SPMLoss(StagedLoss):

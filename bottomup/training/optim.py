@@ -48,6 +48,5 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, cfg: Mapping[str, An
 
 def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int,
                     cfg: Mapping[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler following :func:`lr_factor`."""
-    lr_factor(0, steps_per_epoch, epochs, cfg)
+    """A per-step scheduler following :func:`lr_factor` (which LambdaLR calls at once: a bad schedule fails here)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, epochs, cfg))

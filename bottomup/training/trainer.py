@@ -82,6 +82,12 @@ def model_from_checkpoint(state: dict[str, Any], source: str | Path = "the check
     return model.eval()
 
 
+def load_model(path: str | Path, device: torch.device) -> tuple[PoseModel, dict[str, Any]]:
+    """The model of the checkpoint at ``path`` on ``device``, in eval mode, and the checkpoint's state dict."""
+    state = checkpoint.load(path, map_location="cpu")
+    return model_from_checkpoint(state, path).to(device), state
+
+
 class Trainer:
     """Trains ``cfg.trunk`` x ``cfg.method`` on ``cfg.data`` into ``run_dir`` (see the module docstring)."""
 
@@ -257,17 +263,15 @@ class Trainer:
         """COCO metrics of the current weights on the val split (computed on rank 0, shared with all ranks)."""
         metrics: dict[str, Any] = {}
         if self.ctx.main:
-            e = self.cfg.eval
-            options = inference.InferenceOptions(flip=bool(e.flip), scales=tuple(e.scales),
-                                                 batch_size=int(e.batch_size), amp=self.amp)
-            count = len(self.val_set) if e.max_images is None else min(len(self.val_set), int(e.max_images))
-            result = inference.run(self.model, self.val_set, options, self.ctx.device, indices=range(count))
+            options = inference.InferenceOptions.from_config(self.cfg.eval, self.amp)
+            indices = inference.first_images(self.val_set, self.cfg.eval.max_images)
+            result = inference.run(self.model, self.val_set, options, self.ctx.device, indices=indices)
             metrics = inference.score(self.val_set, result)
             self._log({"type": "eval", "epoch": self.epoch - 1, "epochs_done": self.epoch, "step": self.step,
                        **{k: v for k, v in metrics.items() if k != "by_people"}, "by_people": metrics["by_people"]})
             print(f"[train] epoch {self.epoch}: val AP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}, "
                   f"{metrics['images']} images)", flush=True)
-        barrier(self.ctx)
+        # The broadcast is a collective: the other ranks wait in it until rank 0 has evaluated.
         return broadcast_object(self.ctx, metrics)
 
     # -- logging ----------------------------------------------------------------------------------------------------
