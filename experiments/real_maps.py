@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from bottomup import geometry
 from bottomup.decoders.layout import CMU18, TFPOSE_MOBILENET, convert
 from bottomup.evaluation.coco_eval import evaluate, load_annotations, poses_to_results
-from bottomup.evaluation.report import format_table
+from bottomup.evaluation.report import METRICS, format_table
+from bottomup.methods.targets import map_to_input_matrix
 from bottomup.skeletons import COCO
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,24 +42,27 @@ ABLATIONS: dict[str, dict] = {
     "min_agreement=0.6": {"min_agreement": 0.6},
     "min_agreement=0.95": {"min_agreement": 0.95},
     "share_joints=false": {"share_joints": False},
-    "person_score=joints_and_limbs": {"person_score": "joints_and_limbs"},
+    "person_score=joints": {"person_score": "joints"},
     "min_keypoints=4 (tf-pose)": {"min_keypoints": 4},
-    "pose_nms_threshold=none": {"pose_nms_threshold": None},
+    "pose_nms_threshold=0.9": {"pose_nms_threshold": 0.9},
     "upsample x4 (tf-pose)": {"upsample": 4},
 }
 
 
 def load(path: Path) -> dict:
+    """One map file, its float16 maps as float32 ``[1, C, H, W]`` tensors (converted once, not per configuration)."""
     with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+        maps = {k: f[k] for k in f.files}
+    for name in ("heatmaps", "pafs"):
+        maps[name] = torch.from_numpy(maps[name].astype(np.float32))[None]
+    return maps
 
 
 def to_image_matrix(maps: dict) -> np.ndarray:
     """Map grid -> original image pixels: undo the stride, then the plain (aspect-changing) resize."""
-    stride = float(maps["stride"])
     resize = geometry.scaling(float(maps["orig_width"]) / float(maps["net_width"]),
                               float(maps["orig_height"]) / float(maps["net_height"]))
-    return resize @ geometry.invert(geometry.stride_down(stride))
+    return resize @ map_to_input_matrix(int(maps["stride"]))
 
 
 def run(files: list[dict], annotations, options: dict, repeats: int) -> dict:
@@ -68,8 +72,7 @@ def run(files: list[dict], annotations, options: dict, repeats: int) -> dict:
     decoder = TFPOSE_MOBILENET.decoder(**options)
     results, times, ids = [], [], []
     for maps in files:
-        heat = torch.from_numpy(maps["heatmaps"].astype(np.float32))[None]
-        pafs = torch.from_numpy(maps["pafs"].astype(np.float32))[None]
+        heat, pafs = maps["heatmaps"], maps["pafs"]
         runs = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -86,7 +89,7 @@ def run(files: list[dict], annotations, options: dict, repeats: int) -> dict:
         ids.append(image_id)
         results += poses_to_results(image_id, poses)
     metrics = evaluate(annotations.coco, results, COCO.sigmas, ids)
-    return {**{k: metrics[k] for k in ("AP", "AP50", "AP75", "APM", "APL", "AR")},
+    return {**{k: metrics[k] for k in METRICS},
             "ms/image": 1000 * statistics.median(times)}
 
 
@@ -111,7 +114,7 @@ def main() -> None:
         for name, options in ABLATIONS.items():
             rows[name] = run(files, coco, options, args.repeats)
     print(f"{len(files)} map files from {maps_dir}, scored against {annotations.name}; one thread\n")
-    print(format_table(rows, ("AP", "AP50", "AP75", "APM", "APL", "AR", "ms/image"), first="decoder options"))
+    print(format_table(rows, (*METRICS, "ms/image"), first="decoder options"))
 
 
 if __name__ == "__main__":
