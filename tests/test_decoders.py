@@ -93,6 +93,19 @@ def test_coco_links_split_people_the_redundant_graph_keeps_whole():
     assert_recovers(people, decode_ideal(CODECS["openpose"](COCO), people))
 
 
+def test_paf_shares_a_peak_two_people_hold():
+    """Two people's left wrists at one point make one heatmap peak: assembly gives it to one person, and sharing
+    gives it to the other through its own elbow's limb field."""
+    a, b = person((180.0, 300.0), 220.0), person((350.0, 300.0), 220.0)
+    a[9, :2] = b[9, :2] = (265.0, 240.0)
+    a[7, :2], b[7, :2] = (225.0, 250.0), (305.0, 250.0)
+    people = np.stack([a, b])
+    assert_recovers(people, decode_ideal(PAFCodec(COCO), people))
+    alone = decode_ideal(PAFCodec(COCO, decoder={"share_joints": False}), people)
+    assert len(alone) == 2
+    assert sorted((alone.keypoints[:, 9, 2] > 0).tolist()) == [False, True]
+
+
 STAR = Skeleton(name="star", keypoints=("centre", "left_arm", "right_arm", "top", "bottom"),
                 limbs=((0, 1), (0, 2), (0, 3), (0, 4)), flip_pairs=((1, 2),))
 

@@ -87,6 +87,9 @@ class PAFDecoder(PoseSelection):
         self.share_joints = bool(share_joints)
         self._limb_a = torch.tensor([a for a, _ in self.limbs])
         self._limb_b = torch.tensor([b for _, b in self.limbs])
+        self._share_have = np.array([j for limb in self.limbs for j in limb])
+        self._share_lack = np.array([j for a, b in self.limbs for j in (b, a)])
+        self._share_ends = self._share_lack[:, None] == np.arange(k)[None, :]  # [2L, K]
 
     def __call__(self, heatmaps: Tensor, pafs: Tensor) -> list[Poses]:
         k, n_limbs = self.skeleton.num_keypoints, len(self.limbs)
@@ -210,36 +213,35 @@ class PAFDecoder(PoseSelection):
 
         Two people's same joints closer than the NMS window leave one peak; the person that lost it still has a
         plausible limb to it from its own neighbouring joint. Returns ``[P, K]`` candidate indices (-1: none), the
-        best-scoring plausible link over all limbs.
+        best-scoring plausible link over all limbs (the first limb in graph order on ties).
         """
-        shared = np.full_like(slots, -1)
-        best = np.zeros(slots.shape)
-        people = np.arange(len(slots))
-        for limb, (a, b) in enumerate(self.limbs):
-            for have, lack, scores in ((a, b, limb_scores[limb]), (b, a, limb_scores[limb].T)):
-                who = people[(slots[:, have] >= 0) & (slots[:, lack] < 0)]
-                if who.size == 0:
-                    continue
-                row = scores[slots[who, have]]
-                pick = row.argmax(axis=1)
-                value = row[np.arange(len(who)), pick]
-                better = value > best[who, lack]
-                shared[who[better], lack] = pick[better]
-                best[who[better], lack] = value[better]
-        return shared
+        k = slots.shape[1]
+        # Every limb read both ways, limb-major: directed limb d goes from joint have[d] to joint lack[d].
+        have, lack = self._share_have, self._share_lack
+        scores = np.stack([limb_scores, limb_scores.transpose(0, 2, 1)], axis=1).reshape(-1, *limb_scores.shape[1:])
+        own = slots[:, have]  # [P, 2L]
+        eligible = (own >= 0) & (slots[:, lack] < 0)
+        rows = scores[np.arange(len(have)), np.maximum(own, 0)]  # [P, 2L, N]
+        pick = rows.argmax(axis=2)
+        value = np.where(eligible, np.take_along_axis(rows, pick[..., None], axis=2)[..., 0], 0.0)
+        # Per missing joint, the best directed limb ending there: [P, 2L, K] masked to the limbs' own joints.
+        per_joint = np.where(self._share_ends[None], value[..., None], 0.0)
+        best_limb = per_joint.argmax(axis=1)  # [P, K]
+        people = np.arange(len(slots))[:, None]
+        found = per_joint[people, best_limb, np.arange(k)] > 0
+        return np.where(found, pick[people, best_limb], -1)
 
     def _people(self, slots: np.ndarray, shared: np.ndarray, limb_mean: np.ndarray, x: np.ndarray, y: np.ndarray,
                 score: np.ndarray, device: torch.device, width: int, height: int) -> Poses:
         present = slots >= 0
-        idx = np.where(present, slots, 0)
+        # Shared joints fill only joints a person lacks, and do not count in its score.
+        idx = np.where(present, slots, np.maximum(shared, 0))
         joints = np.arange(slots.shape[1])[None, :]
-        kpts = np.stack([x[joints, idx], y[joints, idx], score[joints, idx]], axis=-1) * present[..., None]
-        person = kpts[..., 2].mean(axis=1) if len(kpts) else np.zeros(0)
+        kpts = np.stack([x[joints, idx], y[joints, idx], score[joints, idx]], axis=-1)
+        kpts *= (present | (shared >= 0))[..., None]
+        person = (kpts[..., 2] * present).mean(axis=1) if len(kpts) else np.zeros(0)
         if self.person_score == "joints_and_limbs":
             person = person * np.where(present.sum(1) > 1, limb_mean, 1.0)
-        share = shared >= 0
-        sidx = np.where(share, shared, 0)
-        kpts[share] = np.stack([x[joints, sidx], y[joints, sidx], score[joints, sidx]], axis=-1)[share]
         return self.select(torch.as_tensor(kpts, dtype=torch.float32, device=device),
                            torch.as_tensor(person, dtype=torch.float32, device=device),
                            torch.as_tensor(present.sum(1), device=device), width, height)
