@@ -90,6 +90,27 @@ def test_statistics_show_crowds_overlaps_and_crossings(small: SyntheticPaths) ->
     assert stats["crowd_regions"] >= 1 and stats["unlabelled_people"] >= 1
 
 
+def test_left_joints_are_marked_light_and_right_joints_dark(small: SyntheticPaths) -> None:
+    """Left/right must be readable at the joint itself: brightness at visible left elbows, wrists, hips, knees and
+    ankles against their right partners."""
+    ds = CocoKeypoints(small.train_annotations, small.train_images, input_size=128)
+    marked = [COCO.keypoints.index(f"{side}_{part}") for side in ("left", "right")
+              for part in ("elbow", "wrist", "hip", "knee", "ankle")]
+    brightness: dict[str, list[float]] = {"left": [], "right": []}
+    for i in range(len(ds)):
+        grey = ds.load_image(i).astype(float).mean(axis=2)
+        for person in ds.annotation(i).keypoints:
+            for k in marked:
+                x, y, v = person[k]
+                if v == 2:
+                    side = COCO.keypoints[k].split("_")[0]
+                    brightness[side].append(grey[int(round(y)), int(round(x))])
+    left, right = np.array(brightness["left"]), np.array(brightness["right"])
+    assert len(left) > 100 and len(right) > 100
+    assert left.mean() > right.mean() + 100
+    assert np.median(left) > 150 > np.median(right)
+
+
 @PYCOCOTOOLS_NUMPY2
 def test_crowd_regions_are_masked(small: SyntheticPaths) -> None:
     ds = CocoKeypoints(small.train_annotations, small.train_images, input_size=128)

@@ -12,9 +12,12 @@ What an image holds, and why:
   (narrower shoulders), random lean and, now and then, a strongly tilted person. Limbs are thick round-capped lines,
   the torso a filled quadrilateral, the head a disc.
 * **Appearance that helps grouping, as in real photos:** each person has their own shirt, trouser, skin and hair
-  colours; the person's *left* limbs are a lighter shade and the *right* ones a darker shade, so left/right is
-  learnable even for people seen from behind (no face drawn; nose and eyes unlabelled, ears labelled). An ear
-  turned behind the head is not drawn and not labelled.
+  colours; the person's *left* limbs are a lighter shade and the *right* ones a darker shade, and every limb joint
+  carries a pad that is near-white on the left side and near-black on the right. Left/right is then a local mark,
+  learnable even for people seen from behind (no face drawn; nose and eyes unlabelled, ears labelled): left/right
+  confusion is a detection problem of its own that would otherwise hide the grouping differences this dataset is
+  for. (So the data config turns flip augmentation off: a mirrored image swaps the labels but not the marks.) An
+  ear turned behind the head is not drawn and not labelled.
 * **Hard cases:** people at many scales (a few pixels to the full image), 0-8 per image with a tail of dense groups
   and clusters, drawn back to front (feet lower in the image = nearer), so people overlap and occlude each other and
   neighbours' arms cross. A joint hidden by a nearer person or a foreground object gets ``v = 1``, a visible one
@@ -47,7 +50,7 @@ from bottomup.errors import DataError
 from bottomup.skeletons import COCO_KEYPOINTS, COCO_LIMBS
 
 # Bump when the drawing or the annotation logic changes: caches made by an older generator are then regenerated.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 MARKER = "synthetic.json"
 SPLITS = ("train", "val")
 
@@ -393,10 +396,11 @@ def _shade(colour: np.ndarray, side: str) -> np.ndarray:
     return colour + 0.4 * (255 - colour) if side == "left" else colour * 0.6
 
 
-def _pad(colour: np.ndarray) -> np.ndarray:
-    """A darker patch on a joint (a shoulder seam, an elbow or knee pad, a belt end): joints get a local mark, as
-    real joints do with creases and seams, so a small network learns to find them from a few thousand images."""
-    return colour * 0.45
+def _pad(colour: np.ndarray, side: str) -> np.ndarray:
+    """The patch on a joint (a shoulder seam, an elbow or knee pad, a cuff, a shoe): joints get a local mark, as real
+    joints do with creases and seams, so a small network learns to find them from a few thousand images. Near-white
+    on the person's left, near-black on the right, whatever the clothes: a joint's side can be read locally."""
+    return 0.3 * colour + 0.7 * 235.0 if side == "left" else 0.3 * colour
 
 
 def _draw_person(canvas: _Canvas, person: _Person, who: int) -> None:
@@ -405,15 +409,15 @@ def _draw_person(canvas: _Canvas, person: _Person, who: int) -> None:
         trousers = _shade(look["trousers"], side)
         canvas.line(j[_K[f"{side}_hip"]], j[_K[f"{side}_knee"]], 0.075 * h, trousers, who)
         canvas.line(j[_K[f"{side}_knee"]], j[_K[f"{side}_ankle"]], 0.06 * h, trousers, who)
-        canvas.circle(j[_K[f"{side}_knee"]], 0.045 * h, _pad(trousers), who)
-        canvas.circle(j[_K[f"{side}_ankle"]], 0.035 * h, look["shoes"], who)
+        canvas.circle(j[_K[f"{side}_knee"]], 0.045 * h, _pad(trousers, side), who)
+        canvas.circle(j[_K[f"{side}_ankle"]], 0.035 * h, _pad(look["shoes"], side), who)
     torso = j[[_K["left_shoulder"], _K["right_shoulder"], _K["right_hip"], _K["left_hip"]]]
     canvas.polygon(torso, look["shirt"], who)
     for a, b in ((_K["left_shoulder"], _K["left_hip"]), (_K["right_shoulder"], _K["right_hip"]),
                  (_K["left_shoulder"], _K["right_shoulder"])):
         canvas.line(j[a], j[b], 0.06 * h, look["shirt"], who)
     for side in ("left", "right"):
-        canvas.circle(j[_K[f"{side}_hip"]], 0.04 * h, _pad(_shade(look["trousers"], side)), who)
+        canvas.circle(j[_K[f"{side}_hip"]], 0.04 * h, _pad(look["trousers"], side), who)
     centre, radius = person.head
     neck = (j[_K["left_shoulder"]] + j[_K["right_shoulder"]]) / 2
     canvas.line(neck, centre, 0.05 * h, look["skin"] * 0.9, who)
@@ -432,11 +436,11 @@ def _draw_person(canvas: _Canvas, person: _Person, who: int) -> None:
             canvas.circle(j[_K[f"{side}_ear"]], 0.3 * radius, _shade(look["skin"], side), who)
     for side in ("right", "left") if person.facing > 0 else ("left", "right"):
         shirt = _shade(look["shirt"], side)
-        canvas.circle(j[_K[f"{side}_shoulder"]], 0.045 * h, _pad(shirt), who)
+        canvas.circle(j[_K[f"{side}_shoulder"]], 0.045 * h, _pad(shirt, side), who)
         canvas.line(j[_K[f"{side}_shoulder"]], j[_K[f"{side}_elbow"]], 0.055 * h, shirt, who)
         canvas.line(j[_K[f"{side}_elbow"]], j[_K[f"{side}_wrist"]], 0.045 * h, shirt, who)
-        canvas.circle(j[_K[f"{side}_elbow"]], 0.035 * h, _pad(shirt), who)
-        canvas.circle(j[_K[f"{side}_wrist"]], 0.03 * h, _shade(look["skin"], side), who)
+        canvas.circle(j[_K[f"{side}_elbow"]], 0.035 * h, _pad(shirt, side), who)
+        canvas.circle(j[_K[f"{side}_wrist"]], 0.03 * h, _pad(look["skin"], side), who)
 
 
 def _annotate(person: _Person, owner: np.ndarray, who: int) -> dict[str, Any] | None:
