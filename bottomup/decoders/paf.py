@@ -223,7 +223,7 @@ class PAFDecoder(PoseSelection):
         eligible = (own >= 0) & (slots[:, lack] < 0)
         rows = scores[np.arange(len(have)), np.maximum(own, 0)]  # [P, 2L, N]
         pick = rows.argmax(axis=2)
-        value = np.where(eligible, np.take_along_axis(rows, pick[..., None], axis=2)[..., 0], 0.0)
+        value = np.where(eligible, rows.max(axis=2), 0.0)
         # Per missing joint, the best directed limb ending there: [P, 2L, K] masked to the limbs' own joints.
         per_joint = np.where(self._share_ends[None], value[..., None], 0.0)
         best_limb = per_joint.argmax(axis=1)  # [P, K]
