@@ -24,6 +24,7 @@ CODECS = {
     "higherhrnet": lambda skeleton: HigherHRNetCodec(skeleton),
     "spm": lambda skeleton: SPMCodec(skeleton),
     "spm_hierarchical": lambda skeleton: SPMCodec(skeleton, hierarchical=True),
+    "spm_regressed": lambda skeleton: SPMCodec(skeleton, decoder={"snap": None}),
 }
 SIZE = (512, 512)
 # Ideal maps carry sub-pixel centres, so decoded keypoints land within a fraction of an input pixel.
@@ -121,6 +122,59 @@ def test_custom_skeleton(method):
     people = np.stack(people).astype(np.float32)
     codec = CODECS[method](STAR)
     assert_recovers(people, decode_ideal(codec, people))
+
+
+def test_spm_snap_recovers_joints_from_rough_displacements():
+    """Displacements off by ~1.5 map pixels put joints 6 input pixels off; snapping puts them back on the peaks."""
+    people = crowd(6, seed=3)
+    codec = SPMCodec(COCO)
+    outputs = {k: v[None] for k, v in codec.ideal_outputs(people, SIZE).items()}
+    noise = torch.randn(outputs["displacements"].shape, generator=torch.Generator().manual_seed(0))
+    outputs["displacements"] = outputs["displacements"] + 1.5 * noise
+    with pytest.raises(AssertionError, match="off by"):
+        assert_recovers(people, SPMCodec(COCO, decoder={"snap": None}).decode(outputs)[0])
+    assert_recovers(people, codec.decode(outputs)[0])
+
+
+def gaussian_map(size: int, peaks: list[tuple[float, float, float]], sigma: float = 1.5) -> torch.Tensor:
+    """``[size, size]`` maximum of Gaussians of the given ``(x, y, height)``."""
+    grid = torch.arange(size, dtype=torch.float32)
+    out = torch.zeros(size, size)
+    for x, y, height in peaks:
+        blob = height * torch.exp(-((grid[None] - x) ** 2 + (grid[:, None] - y) ** 2) / (2 * sigma**2))
+        out = torch.maximum(out, blob)
+    return out
+
+
+def test_spm_snap_weighs_peak_strength_against_distance():
+    """One star person, root at (32, 32), joints regressed 10 px out (size 20, so snap sigma 0.5 * 20 = 10 px).
+    Joint by joint: a strong peak 10 px away beats a faint one 2 px away; a faint one 2 px away beats a strong one
+    25 px away; a peak 35 px away (beyond 3 sigma) is ignored; with no peak the regressed position stays."""
+    size = 64
+    offsets = torch.tensor([(0.0, 0.0), (-10.0, 0.0), (10.0, 0.0), (0.0, -10.0), (0.0, 10.0)])
+    displacements = offsets.reshape(-1)[:, None, None].expand(10, size, size)
+    heatmaps = torch.stack([
+        gaussian_map(size, [(32, 32, 1.0)]),
+        gaussian_map(size, [(22, 34, 0.3), (22, 42, 1.0)]),
+        gaussian_map(size, [(44, 32, 0.3), (42, 57, 1.0)]),
+        gaussian_map(size, [(32, 57, 1.0)]),
+        torch.zeros(size, size),
+    ])
+    root = gaussian_map(size, [(32, 32, 1.0)])
+    poses = SPMDecoder(STAR, snap=0.5)(root[None, None], displacements[None], heatmaps[None])[0]
+    assert len(poses) == 1
+    expected = torch.tensor([(32.0, 32.0), (22.0, 42.0), (44.0, 32.0), (32.0, 22.0), (32.0, 42.0)])
+    torch.testing.assert_close(poses.keypoints[0, :, :2], expected, atol=1e-3, rtol=0)
+    assert poses.keypoints[0, 4, 2] == 0  # no heatmap evidence for the regressed joint
+
+
+def test_spm_without_heatmaps_keeps_regressed_joints():
+    people = crowd(3, seed=1)
+    codec = SPMCodec(COCO, with_heatmaps=False)
+    assert codec.decoder.snap is not None
+    assert_recovers(people, decode_ideal(codec, people))
+    with pytest.raises(ValueError, match="snap must be positive"):
+        SPMDecoder(COCO, snap=0.0)
 
 
 @pytest.mark.parametrize("method", CODECS)

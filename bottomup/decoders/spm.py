@@ -2,7 +2,9 @@
 
 Every peak of the root (person centre) heatmap is a person; its joints are read from the displacement maps by
 bilinear interpolation at the root, or, in the paper's hierarchical form, at the joint's parent (root -> torso ->
-limbs), each displacement pointing from the parent to the child. Optional joint heatmaps score each keypoint.
+limbs), each displacement pointing from the parent to the child. Optional joint heatmaps score each keypoint and,
+with ``snap``, also place it: a regressed joint moves to a nearby peak of its heatmap (as CenterNet's multi-person
+decoder does, Zhou et al. 2019), so the displacements decide who a joint belongs to and the heatmaps where it is.
 Everything is batched over images and people; only pose NMS loops over the people of an image.
 """
 
@@ -18,6 +20,9 @@ from bottomup.decoders.base import PoseSelection
 from bottomup.decoders.peaks import find_peaks, sample, sample_per_channel
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
+
+# Joint heatmap peaks farther than this many snap sigmas from a regressed joint are never snapped to.
+SNAP_CUTOFF = 3.0
 
 
 def hierarchy_levels(parents: Sequence[int]) -> list[list[int]]:
@@ -53,7 +58,11 @@ class SPMDecoder(PoseSelection):
     ``heatmaps [B, K, H, W]``. Returns one :class:`Poses` per image, coordinates in the root heatmap's grid.
 
     Keypoint scores are the joint heatmap values at the regressed positions (the root score without heatmaps); the
-    person score is the root score times the mean keypoint score.
+    person score is the root score times the mean keypoint score. With heatmaps and ``snap``, each regressed joint is
+    replaced by
+    the peak of its joint heatmap (NMS ``nms_kernel``, above ``snap_threshold``, the ``top_k`` strongest) with the
+    largest score x Gaussian of distance, sigma ``snap`` times the person's size (the square root of the area of its
+    regressed joints' box), and scored by that peak; people may share a peak.
 
     Args:
         skeleton: keypoint layout.
@@ -61,12 +70,18 @@ class SPMDecoder(PoseSelection):
             -1 for the root. ``None``: every displacement starts at the root.
         root_threshold: minimum root heatmap value of a person.
         nms_kernel: max-pooling window of root NMS.
-        refine: sub-pixel refinement of root peaks.
+        refine: sub-pixel refinement of root and joint peaks.
+        snap: sigma of the distance weighting between a regressed joint and the heatmap peaks that may replace
+            it, as a fraction of the person's size; ``None`` keeps the regressed positions, as the paper does
+            (and as happens whenever no heatmaps are passed).
+        snap_threshold: weakest joint heatmap peak a joint may snap to.
+        top_k: joint heatmap peaks considered per joint for snapping.
         **selection: :class:`~bottomup.decoders.base.PoseSelection` options.
     """
 
     def __init__(self, skeleton: Skeleton, parents: Sequence[int] | None = None, root_threshold: float = 0.1,
-                 nms_kernel: int = 3, refine: str = "gaussian", **selection) -> None:
+                 nms_kernel: int = 3, refine: str = "gaussian", snap: float | None = 0.5,
+                 snap_threshold: float = 0.1, top_k: int = 30, **selection) -> None:
         super().__init__(skeleton, **selection)
         k = skeleton.num_keypoints
         if parents is not None and len(parents) != k:
@@ -76,6 +91,11 @@ class SPMDecoder(PoseSelection):
         self.root_threshold = float(root_threshold)
         self.nms_kernel = int(nms_kernel)
         self.refine = refine
+        if snap is not None and snap <= 0:
+            raise ValueError(f"snap must be positive or None, got {snap}")
+        self.snap = None if snap is None else float(snap)
+        self.snap_threshold = float(snap_threshold)
+        self.top_k = int(top_k)
 
     def __call__(self, root_heatmap: Tensor, displacements: Tensor, heatmaps: Tensor | None = None) -> list[Poses]:
         k = self.skeleton.num_keypoints
@@ -98,6 +118,8 @@ class SPMDecoder(PoseSelection):
         x, y = self._regress(disp, rx, ry)
         if heatmaps is not None:
             joint_scores = sample_per_channel(heatmaps, x, y).clamp(0.0, 1.0)
+            if self.snap is not None:
+                x, y, joint_scores = self._snap(heatmaps, x, y, joint_scores)
             person_scores = rscore * joint_scores.mean(dim=1)
         else:
             joint_scores = rscore[:, None, :].expand_as(x)
@@ -129,3 +151,27 @@ class SPMDecoder(PoseSelection):
             x[:, joints] = px + offsets[:, :, 0]
             y[:, joints] = py + offsets[:, :, 1]
         return x, y
+
+    def _snap(self, heatmaps: Tensor, x: Tensor, y: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Regressed joints ``x, y, scores [B, K, N]`` moved to the joint heatmap peak that supports them best.
+
+        A peak's support is its score times a Gaussian of its distance to the regressed joint, with sigma ``snap``
+        times the person's size: a strong peak a little farther away beats a faint one close by (noise, a
+        neighbour's weak blob), and a person's own peak beats a neighbour's stronger one farther off. Peaks beyond
+        :data:`SNAP_CUTOFF` sigmas are never taken; a joint with none in reach keeps its regressed position.
+        """
+        peaks = find_peaks(heatmaps, self.nms_kernel, self.snap_threshold, self.top_k, self.refine)
+        if peaks.x.shape[2] == 0:
+            return x, y, scores
+        area = (x.amax(dim=1) - x.amin(dim=1)) * (y.amax(dim=1) - y.amin(dim=1))  # [B, N]
+        sigma = self.snap * area.clamp_min(1.0).sqrt()
+        dx = x[..., None] - peaks.x[:, :, None]  # [B, K, N, T]
+        dy = y[..., None] - peaks.y[:, :, None]
+        distance = torch.hypot(dx, dy) / sigma[:, None, :, None]
+        support = peaks.score[:, :, None] * torch.exp(-0.5 * distance.square())
+        support = support.masked_fill(~peaks.valid[:, :, None] | (distance > SNAP_CUTOFF), -1.0)
+        best, which = support.max(dim=3)
+        found = best >= 0
+        x, y, scores = (torch.where(found, at_peak.gather(2, which), regressed)
+                        for at_peak, regressed in ((peaks.x, x), (peaks.y, y), (peaks.score.clamp(0.0, 1.0), scores)))
+        return x, y, scores

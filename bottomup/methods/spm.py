@@ -72,7 +72,8 @@ class SPMCodec(Codec):
         root_sigma: Gaussian sigma of the root heatmap (default ``sigma``).
         radius: displacements are dense within this many map pixels of each root (or parent joint).
         hierarchical: displacements from each joint's parent instead of the root.
-        with_heatmaps: also predict joint heatmaps, used to score keypoints.
+        with_heatmaps: also predict joint heatmaps, used to score keypoints (and to place them, with the decoder's
+            ``snap``).
         decoder: options of :class:`~bottomup.decoders.SPMDecoder`.
     """
 
