@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from bottomup.errors import BottomupError
@@ -65,6 +66,12 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def decoder_overrides(cfg: Any) -> dict[str, Any]:
+    """An app config's ``decoder`` section as a plain dict: the decoder options to change in a checkpoint's method."""
+    section = cfg.get("decoder")
+    return OmegaConf.to_container(section, resolve=True) if section else {}
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:

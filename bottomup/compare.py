@@ -45,7 +45,7 @@ from bottomup.evaluation.report import METRICS, read_json, summary, write_report
 from bottomup.methods.base import Codec
 from bottomup.report import run_entry
 from bottomup.training.distributed import Context, barrier, setup, teardown
-from bottomup.training.trainer import CHECKPOINT, Trainer, load_model
+from bottomup.training.trainer import CHECKPOINT, DECODE_ONLY, Trainer, load_model
 
 RUNS = "runs"
 RUN_CONFIG = "run_config.json"
@@ -99,9 +99,11 @@ def check_reusable(run_cfg: DictConfig, run_dir: Path) -> bool:
         return False
     current = OmegaConf.to_container(run_cfg, resolve=True)
     changed = changed_settings(stored, current)
-    if changed and (run_dir / CHECKPOINT).exists():
+    # New decoder options leave the weights valid: the run is resumed, which only evaluates it again.
+    retrain = [k for k in changed if not k.startswith(f"method.{DECODE_ONLY}.")]
+    if retrain and (run_dir / CHECKPOINT).exists():
         before, after = _flatten(stored), _flatten(current)
-        diff = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
+        diff = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in retrain)
         raise ConfigError(f"{run_dir} holds a run of {run_cfg.method.name} trained with other settings ({diff}); "
                           f"delete that folder to retrain, or compare into another folder with hydra.run.dir=...")
     status = read_json(run_dir / "status.json") or {}
@@ -138,15 +140,17 @@ def cached(path: Path, key: Mapping[str, Any], compute: Callable[[], Any]) -> An
     return value
 
 
-def model_cells(run_dir: Path, dataset: CocoKeypoints, count: int, cfg: DictConfig,
+def model_cells(run_dir: Path, run_cfg: DictConfig, dataset: CocoKeypoints, count: int, cfg: DictConfig,
                 ctx: Context) -> dict[str, dict[str, float]]:
-    """``{"heatmaps": metrics, "grouping": metrics}``: the trained model evaluated with ideal detection maps and with
-    ideal grouping maps on the first ``count`` images of ``dataset`` (cached in the run folder)."""
+    """``{"heatmaps": metrics, "grouping": metrics}``: the trained model, decoded as ``run_cfg`` says, evaluated with
+    ideal detection maps and with ideal grouping maps on the first ``count`` images of ``dataset`` (cached in the run
+    folder)."""
     metrics = read_json(run_dir / "metrics.json") or {}
     options = inference.InferenceOptions.from_config(cfg.eval, bool(cfg.amp))
+    decoder = OmegaConf.to_container(run_cfg.method[DECODE_ONLY], resolve=True)
 
     def compute() -> dict[str, dict[str, float]]:
-        model, _ = load_model(run_dir / CHECKPOINT, ctx.device)
+        model, _ = load_model(run_dir / CHECKPOINT, ctx.device, decoder)
         cells = {}
         for oracle in ("heatmaps", "grouping"):
             result = inference.run(model, dataset, dataclasses.replace(options, oracle=oracle), ctx.device,
@@ -156,7 +160,7 @@ def model_cells(run_dir: Path, dataset: CocoKeypoints, count: int, cfg: DictConf
         return cells
 
     key = {"steps": metrics.get("steps"), "images": count, "flip": options.flip, "scales": options.scales,
-           "batch_size": options.batch_size, "amp": options.amp}
+           "batch_size": options.batch_size, "amp": options.amp, "decoder": decoder}
     return cached(run_dir / "oracle_cells.json", key, compute)
 
 
@@ -251,7 +255,7 @@ def oracle_grid(cfg: DictConfig, run_cfgs: Mapping[str, DictConfig], entries: Ma
                                       image_ids=image_ids)["results"])
     grid = {}
     for m in done:
-        cells = model_cells(out / RUNS / m, val_set, count, cfg, ctx)
+        cells = model_cells(out / RUNS / m, run_cfgs[m], val_set, count, cfg, ctx)
         grid[m] = {"predicted": {"predicted": {k: entries[m].get(k) for k in CELL_KEYS}, "ideal": cells["grouping"]},
                    "ideal": {"predicted": cells["heatmaps"], "ideal": {k: ideal[m][k] for k in CELL_KEYS}}}
     return grid

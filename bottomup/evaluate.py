@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bottomup.cli import friendly_errors, set_threads, write_json
+from bottomup.cli import decoder_overrides, friendly_errors, set_threads, write_json
 from bottomup.config import resolve_path
 from bottomup.data import build_dataset
 from bottomup.errors import ConfigError, config_errors
@@ -28,7 +28,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    model, state = load_model(path, ctx.device)
+    model, state = load_model(path, ctx.device, decoder_overrides(cfg))
     data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(state["config"]["data"])
     if cfg.input_size is not None:
         data_cfg = OmegaConf.merge(data_cfg, {"input_size": int(cfg.input_size)})
@@ -45,7 +45,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     out = Path(resolve_path(cfg.output_dir))
     write_json(out / "results.json", result.results)
     metrics["config"] = {"checkpoint": str(cfg.checkpoint), "data": str(data_cfg.get("name")), "split": cfg.split,
-                         "flip": bool(cfg.flip), "scales": list(cfg.scales), "oracle": str(cfg.oracle)}
+                         "flip": bool(cfg.flip), "scales": list(cfg.scales), "oracle": str(cfg.oracle),
+                         "decoder": decoder_overrides(cfg)}
     write_json(out / "metrics.json", metrics)
     return metrics
 

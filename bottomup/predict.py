@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from bottomup import geometry
-from bottomup.cli import friendly_errors, set_threads, write_json
+from bottomup.cli import decoder_overrides, friendly_errors, set_threads, write_json
 from bottomup.config import resolve_path
 from bottomup.data import EvalTransform, normalize, read_image
 from bottomup.errors import DataError
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> None:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    model, _ = load_model(path, ctx.device)
+    model, _ = load_model(path, ctx.device, decoder_overrides(cfg))
     skeleton = model.codec.skeleton
     transform = EvalTransform(int(cfg.input_size))
     options = inference.InferenceOptions(flip=bool(cfg.flip))

@@ -115,6 +115,19 @@ def test_evaluation_with_zero_detections_scores_zero(tiny_checkpoint: Path, tmp_
     assert metrics["images"] == 8 and metrics["AP"] == 0.0 and metrics["AR"] == 0.0
 
 
+def test_evaluation_changes_decoder_options_of_the_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    # The checkpoint's decoder keeps no peak; evaluating with a threshold of 0 finds people in the untrained maps.
+    cfg = compose("evaluate", [f"checkpoint={tiny_checkpoint}", "+decoder.detection_threshold=0.0", "device=cpu",
+                               f"output_dir={tmp_path}"])
+    metrics = evaluate_checkpoint(cfg)
+    assert metrics["config"]["decoder"] == {"detection_threshold": 0.0}
+    assert json.loads((tmp_path / "results.json").read_text())
+    cfg = compose("evaluate", [f"checkpoint={tiny_checkpoint}", "+decoder.no_such_option=1", "device=cpu",
+                               f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="no_such_option"):
+        evaluate_checkpoint(cfg)
+
+
 def test_evaluating_on_other_keypoints_names_data_and_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     # A CrowdPose-layout file (14 keypoints) against a COCO-17 checkpoint.
     (tmp_path / "json").mkdir()

@@ -81,6 +81,19 @@ def test_rerun_with_other_training_settings_is_refused(compared: tuple[Path, sub
     assert "trained with other settings (optim.lr: 0.005 -> 0.01)" in refused.stderr
 
 
+def test_rerun_with_other_decoder_options_evaluates_again_without_training(
+        compared: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    root, _ = compared
+    runs = root / "compare" / "runs"
+    weights = {m: (runs / m / "checkpoint.pt").stat().st_mtime_ns for m in METHODS}
+    again = run_compare(root, "+method_overrides.spm.decoder.snap=null")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(f"{m}: finished run reused" in again.stdout for m in METHODS if m != "spm")
+    assert "[train] spm" in again.stdout and "resuming at epoch 1" in again.stdout
+    assert {m: (runs / m / "checkpoint.pt").stat().st_mtime_ns for m in METHODS} == weights
+    assert json.loads((runs / "spm" / "oracle_cells.json").read_text())["key"]["decoder"]["snap"] is None
+
+
 def test_report_on_a_compare_folder(compared: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
     root, _ = compared
     assert report_main([str(root / "compare"), "--out", str(tmp_path)]) == 0

@@ -181,6 +181,14 @@ def test_checkpoint_of_another_method_is_not_resumed(tiny: list[str], tmp_path: 
     assert "'ae' there, 'openpose' here" in str(info.value)
 
 
+def test_checkpoint_resumes_under_new_decoder_options(tiny: list[str], tmp_path: Path, keep_threads: None) -> None:
+    trainer = Trainer(compose("train", tiny), tmp_path)
+    checkpoint.save(tmp_path / CHECKPOINT, trainer.state())
+    decoded_otherwise = Trainer(compose("train", [*tiny, "method.decoder.tag_threshold=0.5"]), tmp_path)
+    assert decoded_otherwise.resume()
+    assert decoded_otherwise.model.codec.decoder.tag_threshold == 0.5
+
+
 @pytest.mark.parametrize("overrides, mention", [
     (["method=higherhrnet", "method.codec.stride=3"], "even stride"),
     (["method.codec.stride=8"], "stride 8 but the trunk's finest features are at stride 4"),

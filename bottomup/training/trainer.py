@@ -17,7 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -38,6 +38,16 @@ CHECKPOINT = "checkpoint.pt"
 LOG = "metrics.jsonl"
 # Config sections that define the network; a checkpoint made with others cannot be resumed or evaluated as this run.
 MODEL_KEYS = ("trunk", "method")
+# The method options that only say how outputs are decoded: a checkpoint resumes, evaluates and predicts under new ones.
+DECODE_ONLY = "decoder"
+
+
+def network_config(config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The part of a run config's ``key`` section (a :data:`MODEL_KEYS` entry) that the weights depend on."""
+    section = dict(config.get(key) or {})
+    if key == "method":
+        section.pop(DECODE_ONLY, None)
+    return section
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -64,14 +74,18 @@ def skeleton_from_state(state: dict[str, Any]) -> Skeleton:
     return Skeleton(**state)
 
 
-def model_from_checkpoint(state: dict[str, Any], source: str | Path = "the checkpoint") -> PoseModel:
-    """The network a checkpoint holds, with its weights, in eval mode (for evaluation and prediction).
+def model_from_checkpoint(state: dict[str, Any], source: str | Path = "the checkpoint",
+                          decoder: Mapping[str, Any] | None = None) -> PoseModel:
+    """The network a checkpoint holds, with its weights, in eval mode (for evaluation and prediction); ``decoder``
+    replaces some of the method's decoder options (e.g. ``{"snap": None}``).
 
     Raises:
         CheckpointError: naming ``source`` (the checkpoint's path), when its config no longer builds a model (e.g. a
             checkpoint of another bottomup version) or its weights do not fit that model.
     """
     cfg = OmegaConf.create(state["config"])
+    if decoder:
+        cfg.method[DECODE_ONLY] = OmegaConf.merge(cfg.method.get(DECODE_ONLY) or {}, decoder)
     choice = model_choice(cfg.trunk, cfg.method)
     with config_errors(f"the model of {source} ({choice}) cannot be built"):
         model = build_model(cfg.trunk, cfg.method, skeleton_from_state(state["skeleton"]))
@@ -82,10 +96,12 @@ def model_from_checkpoint(state: dict[str, Any], source: str | Path = "the check
     return model.eval()
 
 
-def load_model(path: str | Path, device: torch.device) -> tuple[PoseModel, dict[str, Any]]:
-    """The model of the checkpoint at ``path`` on ``device``, in eval mode, and the checkpoint's state dict."""
+def load_model(path: str | Path, device: torch.device,
+               decoder: Mapping[str, Any] | None = None) -> tuple[PoseModel, dict[str, Any]]:
+    """The model of the checkpoint at ``path`` on ``device``, in eval mode (decoder options replaced by ``decoder``),
+    and the checkpoint's state dict."""
     state = checkpoint.load(path, map_location="cpu")
-    return model_from_checkpoint(state, path).to(device), state
+    return model_from_checkpoint(state, path, decoder).to(device), state
 
 
 class Trainer:
@@ -163,7 +179,7 @@ class Trainer:
         state = checkpoint.load(path, map_location=self.ctx.device)
         current = OmegaConf.to_container(self.cfg, resolve=True)
         for key in MODEL_KEYS:
-            theirs, ours = state["config"].get(key) or {}, current.get(key) or {}
+            theirs, ours = network_config(state["config"], key), network_config(current, key)
             if theirs != ours:
                 raise CheckpointError(f"{path} was trained with a different {key} config than this run ({key} "
                                       f"{theirs.get('name')!r} there, {ours.get('name')!r} here); use a new run "
