@@ -66,6 +66,14 @@ def test_dense_and_sparse_paths_agree():
     assert found(sparse) and found(sparse) <= found(dense)
 
 
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_sparse_peaks_are_the_pixels_equal_to_their_window_maximum(kernel):
+    torch.manual_seed(1)
+    maps = torch.rand(2, 3, 17, 23)  # distinct values, few above the threshold: the sparse path
+    peaks = find_peaks(maps, kernel=kernel, threshold=0.95, max_peaks=400, refine="none")
+    assert int(peaks.valid.sum()) == int(((maps == max_filter(maps, kernel)) & (maps > 0.95)).sum())
+
+
 def test_max_filter_equals_max_pool():
     x = torch.rand(2, 3, 11, 13)
     for k in (1, 3, 5):

@@ -205,6 +205,8 @@ def _window_test(reader: HeatmapReader, index: Tensor, value: Tensor, kernel: in
     is gathered only for the few survivors.
     """
     device = index.device
+    if kernel == 1:
+        return torch.ones(index.shape, dtype=torch.bool, device=device)
     cross = torch.tensor([[0, -1], [0, 1], [-1, 0], [1, 0]], device=device)
     keep = _not_beaten(reader, index, value, cross)
     if kernel > 3 or keep.any():
