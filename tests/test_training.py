@@ -181,6 +181,17 @@ def test_checkpoint_of_another_method_is_not_resumed(tiny: list[str], tmp_path: 
     assert "'ae' there, 'openpose' here" in str(info.value)
 
 
+def test_extending_a_cosine_run_warns_that_the_schedule_changes(tiny: list[str], tmp_path: Path, keep_threads: None,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    cosine = [*tiny, "optim.schedule=cosine"]
+    checkpoint.save(tmp_path / CHECKPOINT, Trainer(compose("train", cosine), tmp_path).state())
+    assert Trainer(compose("train", cosine), tmp_path).resume()
+    assert "warning" not in capsys.readouterr().err
+    epochs = int(compose("train", cosine).epochs)
+    assert Trainer(compose("train", [*cosine, f"epochs={epochs + 3}"]), tmp_path).resume()
+    assert f"trained towards epochs={epochs}; going on to epochs={epochs + 3}" in capsys.readouterr().err
+
+
 def test_checkpoint_resumes_under_new_decoder_options(tiny: list[str], tmp_path: Path, keep_threads: None) -> None:
     trainer = Trainer(compose("train", tiny), tmp_path)
     checkpoint.save(tmp_path / CHECKPOINT, trainer.state())

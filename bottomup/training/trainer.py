@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -195,6 +196,14 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         checkpoint.set_rng_state(state["rng"])
+        planned = state["config"].get("epochs")
+        if self.ctx.main and planned != int(self.cfg.epochs) and self.cfg.optim.get("schedule") == "cosine":
+            # Extending a run is allowed (epochs stays out of the run folder's name), but a cosine schedule is
+            # computed from epochs, so the learning rate jumps: say so rather than let it pass for a fresh run.
+            print(f"[train] warning: {path} was trained towards epochs={planned}; going on to epochs="
+                  f"{self.cfg.epochs} re-stretches the cosine schedule from epoch {self.epoch} on, so this run will "
+                  f"not equal a fresh {self.cfg.epochs}-epoch run (use a new run folder, hydra.run.dir=..., for "
+                  f"that)", file=sys.stderr, flush=True)
 
     # -- loop -------------------------------------------------------------------------------------------------------
 
