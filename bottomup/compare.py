@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -45,7 +44,7 @@ from bottomup.evaluation.report import METRICS, read_json, summary, write_report
 from bottomup.methods.base import Codec
 from bottomup.report import run_entry
 from bottomup.training.distributed import Context, barrier, setup, teardown
-from bottomup.training.trainer import CHECKPOINT, DECODE_ONLY, Trainer, load_model
+from bottomup.training.trainer import CHECKPOINT, DECODE_ONLY, Trainer, load_model, record_failure
 
 RUNS = "runs"
 RUN_CONFIG = "run_config.json"
@@ -124,8 +123,7 @@ def train(run_cfg: DictConfig, run_dir: Path, ctx: Context, reuse: bool) -> None
         Trainer(run_cfg, run_dir).fit()
     except Exception as err:
         if ctx.main:
-            write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                                 "traceback": traceback.format_exc()})
+            record_failure(run_dir, err)
         raise
 
 

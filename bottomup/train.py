@@ -6,16 +6,15 @@ the same command resumes the run. In a sweep (``-m``) a failing run is recorded 
 
 from __future__ import annotations
 
-import traceback
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bottomup.cli import debug_enabled, friendly_errors, write_json
+from bottomup.cli import debug_enabled, friendly_errors
 from bottomup.training.distributed import teardown
-from bottomup.training.trainer import Trainer
+from bottomup.training.trainer import Trainer, record_failure
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base=None)
@@ -26,8 +25,7 @@ def main(cfg: DictConfig) -> None:
     try:
         Trainer(cfg, run_dir).fit()
     except Exception as err:
-        write_json(f"{run_dir}/status.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                              "traceback": traceback.format_exc()})
+        record_failure(run_dir, err)
         if hydra_cfg.mode == RunMode.MULTIRUN and not debug_enabled(cfg):
             print(f"[train] run {run_dir} failed ({type(err).__name__}: {err}); the sweep goes on", flush=True)
             return

@@ -366,6 +366,15 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     return image
 
 
+def coco_index(dataset: dict) -> COCO:
+    """pycocotools' COCO index of an annotation dict, without its progress prints."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
 class CocoKeypoints(Dataset):
     """A COCO-format keypoint dataset producing network samples.
 
@@ -400,10 +409,7 @@ class CocoKeypoints(Dataset):
         if not self.image_dir.is_dir():
             raise DataError(f"image folder {self.image_dir} (for annotation file {self.file.path}) does not exist.")
         self.skeleton = self.file.skeleton
-        self.coco = COCO()
-        self.coco.dataset = self.file.dataset
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco.createIndex()
+        self.coco = coco_index(self.file.dataset)
         self.input_size = int(input_size)
         self.codec = codec
         self.seed = int(seed)

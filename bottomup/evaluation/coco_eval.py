@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
-from bottomup.data.coco import KeypointFile, load_keypoint_file
+from bottomup.data.coco import KeypointFile, coco_index, load_keypoint_file
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
 
@@ -116,12 +116,3 @@ def load_annotations(path: str | Path) -> Annotations:
     """Read and check a COCO-format keypoint file (:func:`bottomup.data.coco.load_keypoint_file`) and index it."""
     file = load_keypoint_file(path)
     return Annotations(file, coco_index(file.dataset))
-
-
-def coco_index(dataset: dict) -> CocoApi:
-    """pycocotools' COCO index of an annotation dict, without its progress prints."""
-    coco = CocoApi()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco

@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -63,6 +64,14 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return entries
+
+
+def record_failure(run_dir: str | Path, err: BaseException) -> None:
+    """Mark a run folder's ``status.json`` as failed, with the error and its traceback (read by ``bottomup.report``).
+
+    Call from the ``except`` block that caught ``err``."""
+    write_json(Path(run_dir) / "status.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                               "traceback": traceback.format_exc()})
 
 
 def skeleton_state(skeleton: Skeleton) -> dict[str, Any]:
