@@ -161,8 +161,6 @@ class SPMDecoder(PoseSelection):
         :data:`SNAP_CUTOFF` sigmas are never taken; a joint with none in reach keeps its regressed position.
         """
         peaks = find_peaks(heatmaps, self.nms_kernel, self.snap_threshold, self.top_k, self.refine)
-        if peaks.x.shape[2] == 0:
-            return x, y, scores
         area = (x.amax(dim=1) - x.amin(dim=1)) * (y.amax(dim=1) - y.amin(dim=1))  # [B, N]
         sigma = self.snap * area.clamp_min(1.0).sqrt()
         dx = x[..., None] - peaks.x[:, :, None]  # [B, K, N, T]
