@@ -13,6 +13,8 @@ from bottomup.skeletons import Skeleton
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
+# The trunk config key naming weights to start training from (read by the trainer, not by the trunk's constructor).
+PRETRAINED = "pretrained"
 
 # ``${repo:path}`` in a config is ``path`` taken from the repository root, so config defaults (the cache, the shared
 # data) hold wherever a command is launched; paths typed by the user are relative to where they are.
@@ -64,7 +66,8 @@ def build_trunk(trunk_cfg: DictConfig | str):
     from hydra.utils import instantiate
 
     cfg = load_group("trunk", trunk_cfg) if isinstance(trunk_cfg, str) else trunk_cfg
-    return instantiate(cfg, _convert_="all")
+    # Pretrained weights are read by the trainer at the start of a run, not by every model built from the config.
+    return instantiate({k: v for k, v in cfg.items() if k != PRETRAINED}, _convert_="all")
 
 
 def build_model(trunk_cfg: DictConfig | str, method_cfg: DictConfig | str, skeleton: Skeleton):

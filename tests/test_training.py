@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from bottomup.config import compose
+from bottomup.config import build_trunk, compose
 from bottomup.data import build_dataset
 from bottomup.errors import CheckpointError, ConfigError
 from bottomup.training import checkpoint
@@ -190,6 +191,20 @@ def test_extending_a_cosine_run_warns_that_the_schedule_changes(tiny: list[str],
     epochs = int(compose("train", cosine).epochs)
     assert Trainer(compose("train", [*cosine, f"epochs={epochs + 3}"]), tmp_path).resume()
     assert f"trained towards epochs={epochs}; going on to epochs={epochs + 3}" in capsys.readouterr().err
+
+
+def test_a_run_starts_from_pretrained_trunk_weights_and_resumes_without_them(
+        tiny: list[str], tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(123)
+    torch.save(build_trunk(compose("train", tiny).trunk).state_dict(), tmp_path / "trunk.pth")
+    run = compose("train", [*tiny, f"trunk.pretrained={tmp_path / 'trunk.pth'}", "epochs=1", "eval.max_images=1"])
+    Trainer(run, tmp_path / "run").fit()
+    assert re.search(r"trunk weights from .*trunk.pth: \d+ tensors loaded, 0 of the trunk's left as initialised",
+                     capsys.readouterr().out)
+    (tmp_path / "trunk.pth").unlink()  # a resumed run reads its checkpoint, not the starting weights
+    again = Trainer(run, tmp_path / "run")
+    again.fit()
+    assert again.epoch == 1 and "resuming at epoch 1" in capsys.readouterr().out
 
 
 def test_checkpoint_resumes_under_new_decoder_options(tiny: list[str], tmp_path: Path, keep_threads: None) -> None:

@@ -4,6 +4,7 @@ match the published parameter and FLOP counts."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from hydra.utils import get_class
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bottomup.config import build_trunk, group_options, load_group
-from bottomup.trunks.base import Trunk
+from bottomup.config import PRETRAINED, build_trunk, group_options, load_group
+from bottomup.errors import CheckpointError
+from bottomup.trunks.base import Trunk, load_pretrained
 
 TRUNKS = group_options("trunk")
 
@@ -67,7 +69,8 @@ def test_config_names_itself_and_spells_out_every_argument(name: str) -> None:
     cfg = load_group("trunk", name)
     assert cfg.name == name
     parameters = inspect.signature(get_class(cfg._target_).__init__).parameters
-    assert set(cfg.keys()) - {"_target_"} == set(parameters) - {"self"}
+    assert set(cfg.keys()) - {"_target_", PRETRAINED} == set(parameters) - {"self"}
+    assert cfg[PRETRAINED] is None
 
 
 @pytest.mark.parametrize("name", TRUNKS)
@@ -123,6 +126,35 @@ def test_hrnet_keeps_reference_parameter_names() -> None:
             "stage4.2.fuse_layers.0.3.1.weight"} <= keys
     # HigherHRNet's last module fuses into the stride-4 branch only.
     assert not any(k.startswith("stage4.2.fuse_layers.1.") for k in keys)
+
+
+def test_pretrained_weights_load_by_name_from_other_codes_layouts(tmp_path: Path) -> None:
+    """A state dict saved by other training code (under ``state_dict``, ``module.``-prefixed, with a classifier and
+    a step counter) loads into a fresh trunk tensor for tensor."""
+    torch.manual_seed(0)
+    source = build_trunk("hrnet_w8_small")
+    saved = {f"module.{k}": v for k, v in source.state_dict().items()}
+    saved["module.classifier.weight"] = torch.zeros(10, 4)
+    torch.save({"state_dict": saved, "epoch": 90}, tmp_path / "imagenet.pth")
+    torch.manual_seed(1)
+    target = build_trunk("hrnet_w8_small")
+    report = load_pretrained(target, tmp_path / "imagenet.pth")
+    assert report.loaded == len(source.state_dict()) and report.missing == ()
+    assert report.unused == ("classifier.weight",)
+    for name, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[name], value), name
+
+
+def test_pretrained_weights_of_another_trunk_are_refused_by_name(tmp_path: Path) -> None:
+    torch.save(build_trunk("hrnet_w8_small").state_dict(), tmp_path / "w8.pth")
+    mismatch = r"w8.pth do not fit this trunk \(260 tensors .*\(8, 256, 3, 3\) in the file, \(16, 256, 3, 3\) here"
+    with pytest.raises(CheckpointError, match=mismatch):
+        load_pretrained(build_trunk("hrnet_w16_small"), tmp_path / "w8.pth")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="no tensor named like this trunk's"):
+        load_pretrained(build_trunk("hrnet_w8_small"), tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_pretrained(build_trunk("hrnet_w8_small"), tmp_path / "missing.pth")
 
 
 def test_hourglass_needs_one_attached_head_per_stack() -> None:

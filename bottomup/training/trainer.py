@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bottomup.cli import remove_partial_writes, set_threads, write_atomic, write_json
-from bottomup.config import build_model
+from bottomup.config import PRETRAINED, build_model, resolve_path
 from bottomup.data import build_dataset, build_loader
 from bottomup.errors import CheckpointError, ConfigError, config_errors, model_choice
 from bottomup.evaluation import inference
@@ -35,6 +35,7 @@ from bottomup.skeletons import Skeleton
 from bottomup.training import checkpoint
 from bottomup.training.distributed import Context, barrier, broadcast_object, setup, sync_buffers
 from bottomup.training.optim import build_optimizer, build_scheduler
+from bottomup.trunks.base import load_pretrained
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "metrics.jsonl"
@@ -45,10 +46,10 @@ DECODE_ONLY = "decoder"
 
 
 def network_config(config: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """The part of a run config's ``key`` section (a :data:`MODEL_KEYS` entry) that the weights depend on."""
+    """The part of a run config's ``key`` section (a :data:`MODEL_KEYS` entry) that the network depends on: without
+    the method's decoder options and the trunk's starting weights (a checkpoint holds its own)."""
     section = dict(config.get(key) or {})
-    if key == "method":
-        section.pop(DECODE_ONLY, None)
+    section.pop(DECODE_ONLY if key == "method" else PRETRAINED, None)
     return section
 
 
@@ -214,6 +215,13 @@ class Trainer:
                   f"not equal a fresh {self.cfg.epochs}-epoch run (use a new run folder, hydra.run.dir=..., for "
                   f"that)", file=sys.stderr, flush=True)
 
+    def _load_pretrained(self, path: Path) -> None:
+        """Start the trunk from the weights at ``path`` (``trunk.pretrained``) and say what was loaded."""
+        report = load_pretrained(self.model.trunk, path)
+        if self.ctx.main:
+            print(f"[train] trunk weights from {path}: {report.loaded} tensors loaded, {len(report.missing)} of the "
+                  f"trunk's left as initialised, {len(report.unused)} in the file unused", flush=True)
+
     # -- loop -------------------------------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
@@ -226,6 +234,8 @@ class Trainer:
             where = f"resuming at epoch {self.epoch}" if resumed else "starting"
             print(f"[train] {cfg.method.name} on {cfg.trunk.name}, data {cfg.data.name}: {where}; run folder "
                   f"{self.run_dir}", flush=True)
+        if not resumed and cfg.trunk.get(PRETRAINED):
+            self._load_pretrained(resolve_path(cfg.trunk[PRETRAINED]))
         metrics: dict[str, Any] = {}
         while self.epoch < int(cfg.epochs):
             start = time.perf_counter()
