@@ -157,8 +157,7 @@ def model_cells(run_dir: Path, run_cfg: DictConfig, dataset: CocoKeypoints, coun
             cells[oracle] = {k: scored[k] for k in CELL_KEYS}
         return cells
 
-    key = {"steps": metrics.get("steps"), "images": count, "flip": options.flip, "scales": options.scales,
-           "batch_size": options.batch_size, "amp": options.amp, "decoder": decoder}
+    key = {"steps": metrics.get("steps"), "images": count, **dataclasses.asdict(options), "decoder": decoder}
     return cached(run_dir / "oracle_cells.json", key, compute)
 
 

@@ -28,7 +28,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    model, state = load_model(path, ctx.device, decoder_overrides(cfg))
+    decoder = decoder_overrides(cfg)
+    model, state = load_model(path, ctx.device, decoder)
     data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(state["config"]["data"])
     if cfg.input_size is not None:
         data_cfg = OmegaConf.merge(data_cfg, {"input_size": int(cfg.input_size)})
@@ -46,7 +47,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     write_json(out / "results.json", result.results)
     metrics["config"] = {"checkpoint": str(cfg.checkpoint), "data": str(data_cfg.get("name")), "split": cfg.split,
                          "flip": bool(cfg.flip), "scales": list(cfg.scales), "oracle": str(cfg.oracle),
-                         "decoder": decoder_overrides(cfg)}
+                         "decoder": decoder}
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -6,7 +6,6 @@ the same command resumes the run. In a sweep (``-m``) a failing run is recorded 
 
 from __future__ import annotations
 
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode

@@ -59,10 +59,9 @@ class SPMDecoder(PoseSelection):
 
     Keypoint scores are the joint heatmap values at the regressed positions (the root score without heatmaps); the
     person score is the root score times the mean keypoint score. With heatmaps and ``snap``, each regressed joint is
-    replaced by
-    the peak of its joint heatmap (NMS ``nms_kernel``, above ``snap_threshold``, the ``top_k`` strongest) with the
-    largest score x Gaussian of distance, sigma ``snap`` times the person's size (the square root of the area of its
-    regressed joints' box), and scored by that peak; people may share a peak.
+    replaced by the peak of its joint heatmap (NMS ``nms_kernel``, above ``snap_threshold``, the ``top_k`` strongest)
+    with the largest score x Gaussian of distance, sigma ``snap`` times the person's size (the square root of the
+    area of its regressed joints' box), and scored by that peak; people may share a peak.
 
     Args:
         skeleton: keypoint layout.
