@@ -31,12 +31,18 @@ def test_peak_exactly_between_pixels_is_found_once():
     assert peaks.x[0, 0, 0].item() == pytest.approx(10.5, abs=1e-3)
 
 
-def test_plateau_gives_one_peak_and_nan_is_never_a_peak():
+def test_plateau_gives_one_peak_and_nan_is_ignored():
     maps = torch.zeros(1, 1, 8, 8)
     maps[0, 0, 2:4, 2:5] = 0.7
     maps[0, 0, 6, 6] = float("nan")
     peaks = find_peaks(maps, kernel=3, threshold=0.1, refine="none")
     assert int(peaks.valid.sum()) == 1
+    # A NaN pixel neither is a peak nor suppresses its neighbour, on the sparse and on the dense path.
+    maps[0, 0, 6, 5] = 0.5
+    for threshold in (0.1, -1.0):
+        peaks = find_peaks(maps, kernel=3, threshold=threshold, refine="none")
+        found = set(peaks.index[peaks.valid].tolist())
+        assert 6 * 8 + 5 in found and 6 * 8 + 6 not in found
 
 
 def test_nms_kernel_separates_close_peaks():
@@ -80,14 +86,33 @@ def test_max_filter_equals_max_pool():
         torch.testing.assert_close(max_filter(x, k), F.max_pool2d(x, k, 1, k // 2))
 
 
-def test_aggregated_maps_equal_upsampled_average():
+@pytest.mark.parametrize("threshold", [0.0, 0.6, 0.9])
+def test_aggregated_maps_equal_upsampled_average(threshold):
+    torch.manual_seed(2)
     low, high = torch.rand(2, 3, 6, 8), torch.rand(2, 3, 12, 16)
     agg = AggregatedMaps(high, low)
-    everything = torch.arange(high.numel())
-    torch.testing.assert_close(agg.values(everything).view(high.shape), agg.materialise())
-    threshold = 0.6
-    must = set(torch.nonzero(agg.materialise().reshape(-1) > threshold).flatten().tolist())
-    assert must <= set(agg.candidates(threshold).tolist())
+    mean = agg.materialise()
+    plane, row, col = (t.reshape(-1) for t in torch.meshgrid(torch.arange(6), torch.arange(12), torch.arange(16),
+                                                             indexing="ij"))
+    torch.testing.assert_close(agg.values_at(plane, row, col).view(high.shape), mean)
+    # The padded buffer lists exactly the pixels above the threshold and holds their values.
+    pad = 2
+    buffer, index = agg.padded(threshold, pad)
+    exact = F.pad(mean, (pad,) * 4, value=float("-inf")).reshape(-1)
+    assert sorted(index.tolist()) == torch.nonzero(exact > threshold).flatten().tolist()
+    torch.testing.assert_close(buffer[index], exact[index])
+    assert bool((buffer <= torch.where(exact > threshold, exact, torch.full_like(exact, threshold))).all())
+
+
+def test_aggregated_peaks_equal_peaks_of_the_materialised_maps():
+    torch.manual_seed(3)
+    low = F.avg_pool2d(torch.rand(2, 3, 16, 20), 3, 1, 1)
+    high = F.avg_pool2d(torch.rand(2, 3, 32, 40), 3, 1, 1)
+    agg = AggregatedMaps(high, low)
+    threshold = agg.materialise().quantile(0.9).item()
+    lazy, dense = find_peaks(agg, 5, threshold, 50), find_peaks(agg.materialise(), 5, threshold, 50)
+    for name in ("x", "y", "index", "score", "valid"):
+        torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))
 
 
 def test_sample_is_bilinear_with_pixel_centres_at_integers():

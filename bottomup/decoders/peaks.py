@@ -2,9 +2,10 @@
 
 Everything works on a whole batch ``[B, K, H, W]`` at once on any device, with no loop over pixels. Peak finding
 touches the full maps once, with a threshold; all later steps (the NMS window test, top-k, refinement) gather values
-for the short list of pixels above it. That keeps decoding at a fraction of a millisecond on CPU, where each
-full-map torch operation costs tens to hundreds of microseconds. Maps with many pixels above the threshold fall back
-to a dense separable max filter.
+for the short list of pixels above it, from a copy of the maps padded with -inf so that a neighbour is one addition
+away and never out of bounds. That keeps decoding at a fraction of a millisecond on CPU, where each torch operation
+costs microseconds however small its tensors: the code is written to keep their number, and integer divisions on
+long lists, down. Maps with many pixels above the threshold fall back to a dense separable max filter first.
 
 Heatmaps are read through a :class:`HeatmapReader`, so that HigherHRNet's average of two resolutions
 (:class:`AggregatedMaps`) is evaluated only where needed instead of being upsampled in full.
@@ -12,6 +13,7 @@ Heatmaps are read through a :class:`HeatmapReader`, so that HigherHRNet's averag
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,8 @@ REFINE_MODES = ("gaussian", "quarter", "none")
 # Above this fraction of pixels over the threshold, candidates are first reduced to local maxima with a dense max
 # filter; below it, testing each candidate's window directly is cheaper.
 _DENSE_FRACTION = 1.0 / 16
+
+_NEG_INF = float("-inf")
 
 
 @dataclass
@@ -59,18 +63,25 @@ def flat_above(maps: Tensor, threshold: float) -> Tensor:
     return (flat > threshold).nonzero().squeeze(1)
 
 
+def _pad(maps: Tensor, pad: int) -> Tensor:
+    """``[B, K, H, W]`` maps padded with ``pad`` pixels of -inf per side, flat."""
+    return F.pad(maps, (pad, pad, pad, pad), value=_NEG_INF).reshape(-1)
+
+
 class HeatmapReader:
-    """Read access to a batch of heatmaps ``[B, K, H, W]`` by flat index ``((b * K + k) * H + row) * W + col``."""
+    """Read access to a batch of heatmaps ``[B, K, H, W]``."""
 
     shape: tuple[int, int, int, int]
     device: torch.device
 
-    def candidates(self, threshold: float) -> Tensor:
-        """Flat indices of a superset of the pixels whose value exceeds ``threshold``."""
+    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+        """``(buffer, index)``: the maps padded with ``pad`` pixels of -inf per side, flat
+        ``[B * K * (H + 2 pad) * (W + 2 pad)]``, and the indices into it of every pixel whose value exceeds
+        ``threshold``. The buffer is exact at pixels above the threshold; elsewhere it may read -inf instead."""
         raise NotImplementedError
 
-    def values(self, index: Tensor) -> Tensor:
-        """Values at flat indices (any shape)."""
+    def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
+        """Exact values at pixels ``(row, col)`` of channel planes ``plane`` (index ``b * K + k``), any shape."""
         raise NotImplementedError
 
     def materialise(self) -> Tensor:
@@ -86,11 +97,13 @@ class DenseMaps(HeatmapReader):
         self.shape = tuple(maps.shape)  # type: ignore[assignment]
         self.device = maps.device
 
-    def candidates(self, threshold: float) -> Tensor:
-        return flat_above(self.maps, threshold).to(self.device)
+    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+        buffer = _pad(self.maps, pad)
+        return buffer, flat_above(buffer, threshold).to(self.device)
 
-    def values(self, index: Tensor) -> Tensor:
-        return self.maps.reshape(-1).take(index)
+    def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
+        _, _, h, w = self.shape
+        return self.maps.reshape(-1).take((plane * h + row) * w + col)
 
     def materialise(self) -> Tensor:
         return self.maps
@@ -111,45 +124,75 @@ class AggregatedMaps(HeatmapReader):
         self.shape = (b, k, h, w)
         self.device = high.device
 
-    def candidates(self, threshold: float) -> Tensor:
-        # The mean exceeds t only where the high map or the upsampled low map does, and the upsampled low map can
-        # only exceed t within the 4x4 high-resolution footprint of a low pixel that does.
+    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+        # High pixel (r, c) interpolates low rows (r - 1) // 2 and the next, and low columns likewise (clamped at the
+        # borders), so the high pixels fall into 2x2 cells ((r + 1) // 2, (c + 1) // 2) that read the same 2x2 low
+        # pixels with fixed weights. The mean can exceed t only in a cell where one of those low pixels or one of its
+        # high pixels does; such cells are flagged at the low resolution and evaluated whole.
         b, k, h, w = self.shape
         lh, lw = h // 2, w // 2
-        high_idx = flat_above(self.high, threshold).to(self.device)
-        low_idx = flat_above(self.low, threshold).to(self.device)
-        plane, low_pix = torch.div(low_idx, lh * lw, rounding_mode="floor"), low_idx % (lh * lw)
-        row = 2 * torch.div(low_pix, lw, rounding_mode="floor")[:, None] + torch.arange(-1, 3, device=self.device)
-        col = 2 * (low_pix % lw)[:, None] + torch.arange(-1, 3, device=self.device)
-        row, col = row[:, :, None].clamp(0, h - 1), col[:, None, :].clamp(0, w - 1)
-        # Deduplicate by marking a byte mask: cheaper than sorting the (16x overlapping) footprints.
-        marks = torch.zeros(b * k * h * w, dtype=torch.uint8, device=self.device)
-        marks[high_idx] = 1
-        marks[((plane[:, None, None] * h + row) * w + col).reshape(-1)] = 1
-        return flat_above(marks, 0).to(self.device)
+        plane, cell_row, cell_col = self._flag_cells(threshold)
+        if 4 * plane.numel() > _DENSE_FRACTION * b * k * h * w:
+            return DenseMaps(self.materialise()).padded(threshold, pad)
+        pair = torch.arange(-1, 1, device=self.device)[:, None]
+        low_rows = (cell_row + pair).clamp(0, lh - 1)  # [2, n]: the cell's two low rows, likewise columns
+        low_cols = (cell_col + pair).clamp(0, lw - 1)
+        low = self._low_flat.take(plane * (lh * lw) + low_rows[:, None] * lw + low_cols[None])  # [2, 2, n]
+        weights = torch.tensor([[0.75, 0.25], [0.25, 0.75]], device=self.device)  # [offset in cell, low pixel]
+        up = torch.einsum("ri,ijn,cj->rcn", weights, low, weights)
+        row, col = 2 * cell_row + pair, 2 * cell_col + pair  # [2, n]: the cell's high rows and columns
+        # Border cells stick out by one pixel: that lands in the buffer's padding, and is written as -inf there.
+        inside = ((row >= 0) & (row < h))[:, None] & ((col >= 0) & (col < w))[None]  # [2, 2, n]
+        high = self._high_flat.take((plane * h + row.clamp(0, h - 1))[:, None] * w + col.clamp(0, w - 1)[None])
+        value = torch.where(inside, 0.5 * (up + high), _NEG_INF)
+        hp, wp = h + 2 * pad, w + 2 * pad
+        index = ((plane * hp + row + pad) * wp)[:, None] + (col + pad)[None]
+        buffer = torch.full((b * k * hp * wp,), _NEG_INF, device=self.device)
+        buffer[index] = value
+        return buffer, index[value > threshold]
 
-    def values(self, index: Tensor) -> Tensor:
+    def _flag_cells(self, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``(plane, row, col)`` of the cells (see :meth:`padded`) that may hold a pixel above ``threshold``."""
+        b, k, h, w = self.shape
+        lh, lw = h // 2, w // 2
+        low_above = torch.zeros(b * k, lh + 2, lw + 2, dtype=torch.bool, device=self.device)
+        low_above.view(-1)[_padded_index(flat_above(self.low, threshold).to(self.device), lh, lw, 1)] = True
+        rows = low_above[:, :-1] | low_above[:, 1:]
+        cell_above = (rows[:, :, :-1] | rows[:, :, 1:]).reshape(-1)  # [B * K * (lh + 1) * (lw + 1)]
+        high_plane, high_row, high_col = _unravel(flat_above(self.high, threshold).to(self.device), h, w)
+        cell_above[(high_plane * (lh + 1) + ((high_row + 1) >> 1)) * (lw + 1) + ((high_col + 1) >> 1)] = True
+        return _unravel(flat_above(cell_above, 0).to(self.device), lh + 1, lw + 1)
+
+    def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
         _, _, h, w = self.shape
         lh, lw = h // 2, w // 2
-        plane = torch.div(index, h * w, rounding_mode="floor")
-        pix = index - plane * (h * w)
-        row = torch.div(pix, w, rounding_mode="floor")
-        col = pix - row * w
         # 2x upsampling with align_corners=False: output i reads inputs (i - 1) // 2 and the next one, with weight
         # 0.25 / 0.75 on the second for odd / even i; clamping at the borders matches torch's interpolate.
-        y0, x0 = torch.div(row - 1, 2, rounding_mode="floor"), torch.div(col - 1, 2, rounding_mode="floor")
-        fy, fx = 0.25 + 0.5 * (row % 2 == 0), 0.25 + 0.5 * (col % 2 == 0)
-        r0, r1 = y0.clamp(0, lh - 1) * lw, (y0 + 1).clamp(0, lh - 1) * lw
-        c0, c1 = x0.clamp(0, lw - 1), (x0 + 1).clamp(0, lw - 1)
-        base = plane * (lh * lw)
-        low = self._low_flat
-        top = low.take(base + r0 + c0) * (1 - fx) + low.take(base + r0 + c1) * fx
-        bottom = low.take(base + r1 + c0) * (1 - fx) + low.take(base + r1 + c1) * fx
-        return 0.5 * (top * (1 - fy) + bottom * fy + self._high_flat.take(index))
+        fy, fx = 0.75 - 0.5 * (row & 1), 0.75 - 0.5 * (col & 1)
+        y0, x0 = (row - 1) >> 1, (col - 1) >> 1  # floor division by 2, -1 included
+        rows = torch.stack([y0, y0 + 1]).clamp(0, lh - 1) * lw
+        cols = torch.stack([x0, x0 + 1]).clamp(0, lw - 1)
+        low = self._low_flat.take(plane * (lh * lw) + rows[:, None] + cols[None])  # [2, 2, ...]
+        up = torch.lerp(torch.lerp(low[0, 0], low[0, 1], fx), torch.lerp(low[1, 0], low[1, 1], fx), fy)
+        return 0.5 * (up + self._high_flat.take((plane * h + row) * w + col))
 
     def materialise(self) -> Tensor:
         up = F.interpolate(self.low, size=self.shape[-2:], mode="bilinear", align_corners=False)
         return 0.5 * (up + self.high)
+
+
+def _unravel(index: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Flat indices into ``[P, h, w]`` -> ``(plane, row, col)``."""
+    plane = torch.div(index, h * w, rounding_mode="floor")
+    pixel = index - plane * (h * w)
+    row = torch.div(pixel, w, rounding_mode="floor")
+    return plane, row, pixel - row * w
+
+
+def _padded_index(index: Tensor, h: int, w: int, pad: int) -> Tensor:
+    """Flat indices into ``[P, h, w]`` -> flat indices into the same maps padded by ``pad`` per side."""
+    plane, row, col = _unravel(index, h, w)
+    return (plane * (h + 2 * pad) + row + pad) * (w + 2 * pad) + col + pad
 
 
 def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: float = 0.1, max_peaks: int = 30,
@@ -158,7 +201,7 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
 
     A pixel is a peak when no pixel of its ``kernel`` x ``kernel`` window is higher; among equal pixels of a window
     (a keypoint exactly between two pixels, float16 maps) only the one latest in row-major order counts, so a
-    plateau yields one peak. NaN pixels are never peaks.
+    plateau yields one peak. NaN pixels are ignored: never a peak, and never suppressing a neighbour.
 
     Args:
         heatmaps: ``[B, K, H, W]`` float tensor, or a :class:`HeatmapReader`.
@@ -176,105 +219,100 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
         raise ValueError(f"unknown refine mode {refine!r}; choose one of {REFINE_MODES}")
     reader = heatmaps if isinstance(heatmaps, HeatmapReader) else DenseMaps(heatmaps)
     b, k, h, w = reader.shape
-    index = reader.candidates(threshold)
+    pad = max(kernel // 2, 1)
+    hp, wp = h + 2 * pad, w + 2 * pad
+    buffer, index = reader.padded(threshold, pad)
     if index.numel() > _DENSE_FRACTION * b * k * h * w:
-        maps = reader.materialise()
-        index = flat_above(torch.where(maps == max_filter(maps, kernel), maps, torch.zeros_like(maps)), threshold)
-        reader = DenseMaps(maps)
-        index = index.to(reader.device)
-    value = reader.values(index)
-    above = value > threshold
-    index, value = index[above], value[above]
-    is_peak = _window_test(reader, index, value, kernel)
+        # Pixels below a candidate's value cannot suppress it, so the buffer's -inf gaps do not change the maxima.
+        grid = buffer.view(b * k, hp, wp)
+        index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF), threshold).to(index.device)
+    value = buffer.take(index)
+    is_peak = _window_test(buffer, index, value, kernel, wp)
     index, value = index[is_peak], value[is_peak]
-    plane, pixel = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
-    slot_pixel, score, valid = _top_k_per_channel(plane, pixel, value, b * k, max(1, max_peaks))
-    n = slot_pixel.shape[-1]
-    plane_base = (torch.arange(b * k, device=slot_pixel.device) * (h * w))[:, None]
-    dx, dy = _refine(reader, plane_base + slot_pixel, refine)
-    x = (slot_pixel % w).float() + dx
-    y = torch.div(slot_pixel, w, rounding_mode="floor").float() + dy
-    return Peaks(x=x.view(b, k, n), y=y.view(b, k, n), index=slot_pixel.view(b, k, n),
+    slot_index, score, valid = _top_k_per_channel(index, value, b * k, hp * wp, pad * wp + pad, max(1, max_peaks))
+    n = slot_index.numel() // (b * k)
+    plane, row, col = _unravel(slot_index, hp, wp)
+    row, col = row - pad, col - pad
+    dx, dy = _refine(reader, plane, row, col, refine)
+    return Peaks(x=(col + dx).view(b, k, n), y=(row + dy).view(b, k, n), index=(row * w + col).view(b, k, n),
                  score=finite(score).view(b, k, n), valid=valid.view(b, k, n))
 
 
-def _window_test(reader: HeatmapReader, index: Tensor, value: Tensor, kernel: int) -> Tensor:
-    """For candidates at flat ``index`` with ``value``: no neighbour higher, no equal neighbour later.
+def _window_test(buffer: Tensor, index: Tensor, value: Tensor, kernel: int, wp: int) -> Tensor:
+    """For candidates at padded flat ``index`` with ``value``: no neighbour higher, no equal neighbour later.
 
-    The 4-neighbours are tested first: on smooth maps that alone rejects nearly every non-peak, so the full window
-    is gathered only for the few survivors.
+    The 4-neighbours are tested first: on smooth maps that alone rejects nearly every non-peak, so the rest of the
+    window is read only for the few survivors.
     """
-    device = index.device
     if kernel == 1:
-        return torch.ones(index.shape, dtype=torch.bool, device=device)
-    cross = torch.tensor([[0, -1], [0, 1], [-1, 0], [1, 0]], device=device)
-    keep = _not_beaten(reader, index, value, cross)
-    if kernel > 3 or keep.any():
-        r = kernel // 2
-        span = torch.arange(-r, r + 1, device=device)
-        window = torch.stack(torch.meshgrid(span, span, indexing="ij"), dim=-1).view(-1, 2)
-        window = window[(window != 0).any(dim=1)]
-        survivors = keep.nonzero(as_tuple=True)[0]
-        keep[survivors] = _not_beaten(reader, index[survivors], value[survivors], window)
+        return torch.ones(index.shape, dtype=torch.bool, device=index.device)
+    cross, rest = (t.to(index.device) for t in _window_offsets(kernel, wp))
+    keep = _not_beaten(buffer, index, value, cross)
+    survivors = keep.nonzero().squeeze(1)
+    if survivors.numel():
+        keep[survivors] = _not_beaten(buffer, index[survivors], value[survivors], rest)
     return keep
 
 
-def _not_beaten(reader: HeatmapReader, index: Tensor, value: Tensor, offsets: Tensor) -> Tensor:
-    """No neighbour at ``offsets [M, 2]`` (dy, dx) is higher, equal and later in row-major order, or NaN."""
-    _, _, h, w = reader.shape
-    dy, dx = offsets[:, 0], offsets[:, 1]
-    plane, pixel = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
-    row, col = torch.div(pixel, w, rounding_mode="floor"), pixel % w
-    nr, nc = row[:, None] + dy, col[:, None] + dx
-    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
-    neighbour = reader.values((plane[:, None] * h + nr.clamp(0, h - 1)) * w + nc.clamp(0, w - 1))
-    later = (dy * w + dx) > 0
-    beaten = (neighbour > value[:, None]) | ((neighbour == value[:, None]) & later) | neighbour.isnan()
-    return ~(beaten & inside).any(dim=1)
+@functools.lru_cache(maxsize=64)
+def _window_offsets(kernel: int, wp: int) -> tuple[Tensor, Tensor]:
+    """Flat offsets (rows of ``wp`` pixels) of a window's 4-neighbours and of its other pixels."""
+    r = kernel // 2
+    span = torch.arange(-r, r + 1)
+    dy, dx = (t.reshape(-1) for t in torch.meshgrid(span, span, indexing="ij"))
+    cross = (dy.abs() + dx.abs()) == 1
+    offsets = dy * wp + dx
+    return offsets[cross], offsets[~cross & (offsets != 0)]
 
 
-def _top_k_per_channel(channel: Tensor, pixel: Tensor, value: Tensor, channels: int,
+def _not_beaten(buffer: Tensor, index: Tensor, value: Tensor, offsets: Tensor) -> Tensor:
+    """No neighbour at flat ``offsets [M]`` is higher, or equal and later in row-major order."""
+    neighbour = buffer.take(index[:, None] + offsets)
+    v = value[:, None]
+    return ~((neighbour > v) | ((neighbour == v) & (offsets > 0))).any(dim=1)
+
+
+def _top_k_per_channel(index: Tensor, value: Tensor, channels: int, plane_size: int, empty: int,
                        max_peaks: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Scatter a flat list of peaks into ``[channels, N]`` slots, best first per channel, ``N <= max_peaks``."""
+    """Scatter peaks at flat ``index`` (planes of ``plane_size``) into ``[channels, N]`` slots, best first per
+    channel, ``N <= max_peaks``. Empty slots hold pixel ``empty`` of their plane."""
     device = value.device
     order = torch.argsort(value, descending=True, stable=True)
-    channel, pixel, value = channel[order], pixel[order], value[order]
+    index, value = index[order], value[order]
+    channel = torch.div(index, plane_size, rounding_mode="floor")
     order = torch.argsort(channel, stable=True)
-    channel, pixel, value = channel[order], pixel[order], value[order]
+    channel, index, value = channel[order], index[order], value[order]
     counts = torch.bincount(channel, minlength=channels)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(channel.numel(), device=device) - starts[channel]
+    rank = torch.arange(channel.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[channel]
     n = max(1, min(max_peaks, int(counts.max()) if channel.numel() else 1))
     keep = rank < n
-    slots = torch.zeros(channels, n, dtype=torch.long, device=device)
-    score = torch.zeros(channels, n, device=device)
-    valid = torch.zeros(channels, n, dtype=torch.bool, device=device)
-    slots[channel[keep], rank[keep]] = pixel[keep]
-    score[channel[keep], rank[keep]] = value[keep]
-    valid[channel[keep], rank[keep]] = True
+    slot = channel[keep] * n + rank[keep]
+    slots = torch.arange(channels, device=device).repeat_interleave(n) * plane_size + empty
+    score = torch.zeros(channels * n, device=device)
+    valid = torch.zeros(channels * n, dtype=torch.bool, device=device)
+    slots[slot], score[slot], valid[slot] = index[keep], value[keep], True
     return slots, score, valid
 
 
-def _refine(reader: HeatmapReader, index: Tensor, mode: str) -> tuple[Tensor, Tensor]:
-    """Sub-pixel offsets ``(dx, dy)`` in ``[-0.5, 0.5]`` for peaks at flat ``index`` (see :func:`find_peaks`)."""
+def _refine(reader: HeatmapReader, plane: Tensor, row: Tensor, col: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Sub-pixel offsets ``(dx, dy)`` in ``[-0.5, 0.5]`` for peaks at ``(row, col)`` of ``plane`` (see
+    :func:`find_peaks`)."""
     if mode == "none":
-        zero = torch.zeros(index.shape, device=index.device)
+        zero = torch.zeros(row.shape, device=row.device)
         return zero, zero
     _, _, h, w = reader.shape
-    plane, pixel = torch.div(index, h * w, rounding_mode="floor"), index % (h * w)
-    row, col = torch.div(pixel, w, rounding_mode="floor"), pixel % w
-    # Centre, left, right, up, down in one read.
-    rows = torch.stack([row, row, row, row - 1, row + 1]).clamp(0, h - 1)
-    cols = torch.stack([col, col - 1, col + 1, col, col]).clamp(0, w - 1)
-    mid, left, right, up, down = reader.values((plane * h + rows) * w + cols).unbind(0)
+    # Left, up, centre, right, down in one read.
+    rows = torch.stack([row, row - 1, row, row, row + 1]).clamp(0, h - 1)
+    cols = torch.stack([col - 1, col, col, col + 1, col]).clamp(0, w - 1)
+    before, mid, after = reader.values_at(plane, rows, cols).view(5, -1).split([2, 1, 2])
     if mode == "quarter":
-        dx, dy = 0.25 * torch.sign(right - left), 0.25 * torch.sign(down - up)
+        offset = 0.25 * torch.sign(after - before)
     else:
-        dx, dy = _log_parabola(left, mid, right), _log_parabola(up, mid, down)
+        offset = _log_parabola(before, mid, after)
     # A peak on the border has only one neighbour along that axis: its side of the peak is unknown, so stay put.
-    dx = torch.where((col > 0) & (col < w - 1), dx, torch.zeros_like(dx))
-    dy = torch.where((row > 0) & (row < h - 1), dy, torch.zeros_like(dy))
-    return finite(dx), finite(dy)
+    inner = torch.stack([(col > 0) & (col < w - 1), (row > 0) & (row < h - 1)])
+    dx, dy = finite(torch.where(inner, offset, torch.zeros_like(offset)))
+    return dx, dy
 
 
 def _log_parabola(before: Tensor, mid: Tensor, after: Tensor) -> Tensor:
@@ -287,20 +325,21 @@ def _log_parabola(before: Tensor, mid: Tensor, after: Tensor) -> Tensor:
 
 
 def max_filter(maps: Tensor, kernel: int) -> Tensor:
-    """Maximum over each ``kernel`` x ``kernel`` window (stride 1, borders padded with -inf), ``[..., H, W]``.
+    """Maximum over each ``kernel`` x ``kernel`` window (stride 1, borders padded with -inf), ``[..., H, W]``,
+    NaN ignored.
 
-    Same result as ``F.max_pool2d(maps, kernel, 1, kernel // 2)`` but separable, as a few element-wise maxima of
-    shifted views: on CPU torch's stride-1 max-pooling is many times slower than this.
+    Same result as ``F.max_pool2d(maps, kernel, 1, kernel // 2)`` on maps without NaN, but separable, as a few
+    element-wise maxima of shifted views: on CPU torch's stride-1 max-pooling is many times slower than this.
     """
     r = kernel // 2
     h, w = maps.shape[-2:]
     padded = F.pad(maps, (r, r, r, r), value=float("-inf"))
     rows = padded[..., :, 0:w]
     for i in range(1, kernel):
-        rows = torch.maximum(rows, padded[..., :, i:i + w])
+        rows = torch.fmax(rows, padded[..., :, i:i + w])
     out = rows[..., 0:h, :]
     for i in range(1, kernel):
-        out = torch.maximum(out, rows[..., i:i + h, :])
+        out = torch.fmax(out, rows[..., i:i + h, :])
     return out
 
 
