@@ -86,31 +86,40 @@ def test_max_filter_equals_max_pool():
         torch.testing.assert_close(max_filter(x, k), F.max_pool2d(x, k, 1, k // 2))
 
 
-@pytest.mark.parametrize("threshold", [0.0, 0.6, 0.9])
-def test_aggregated_maps_equal_upsampled_average(threshold):
-    torch.manual_seed(2)
-    low, high = torch.rand(2, 3, 6, 8), torch.rand(2, 3, 12, 16)
+def spikes(shape, fraction, seed):
+    """Random values at a ``fraction`` of the pixels, zero elsewhere."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=gen) * (torch.rand(shape, generator=gen) < fraction)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_aggregated_maps_equal_upsampled_average(dense):
+    # Few pixels above 0.05 (the lazy path); every pixel above -1 (the fallback to materialised maps).
+    low, high = spikes((2, 3, 32, 32), 0.005, 0), spikes((2, 3, 64, 64), 0.005, 1)
+    threshold = -1.0 if dense else 0.05
     agg = AggregatedMaps(high, low)
     mean = agg.materialise()
-    plane, row, col = (t.reshape(-1) for t in torch.meshgrid(torch.arange(6), torch.arange(12), torch.arange(16),
+    plane, row, col = (t.reshape(-1) for t in torch.meshgrid(torch.arange(6), torch.arange(64), torch.arange(64),
                                                              indexing="ij"))
     torch.testing.assert_close(agg.values_at(plane, row, col).view(high.shape), mean)
-    # The padded buffer lists exactly the pixels above the threshold and holds their values.
+    # The padded buffer lists exactly the pixels above the threshold and holds their values; the sparse buffer
+    # leaves most others at -inf, never above the threshold.
     pad = 2
     buffer, index = agg.padded(threshold, pad)
     exact = F.pad(mean, (pad,) * 4, value=float("-inf")).reshape(-1)
     assert sorted(index.tolist()) == torch.nonzero(exact > threshold).flatten().tolist()
     torch.testing.assert_close(buffer[index], exact[index])
-    assert bool((buffer <= torch.where(exact > threshold, exact, torch.full_like(exact, threshold))).all())
+    assert bool((buffer <= torch.where(exact > threshold, exact, torch.full_like(exact, threshold)) + 1e-6).all())
+    interior = F.pad(torch.ones_like(mean, dtype=torch.bool), (pad,) * 4).reshape(-1)
+    assert bool(buffer[interior].isinf().any()) != dense
 
 
-def test_aggregated_peaks_equal_peaks_of_the_materialised_maps():
-    torch.manual_seed(3)
-    low = F.avg_pool2d(torch.rand(2, 3, 16, 20), 3, 1, 1)
-    high = F.avg_pool2d(torch.rand(2, 3, 32, 40), 3, 1, 1)
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_aggregated_peaks_equal_peaks_of_the_materialised_maps(kernel):
+    low, high = spikes((2, 3, 32, 32), 0.005, 2), spikes((2, 3, 64, 64), 0.005, 3)
     agg = AggregatedMaps(high, low)
-    threshold = agg.materialise().quantile(0.9).item()
-    lazy, dense = find_peaks(agg, 5, threshold, 50), find_peaks(agg.materialise(), 5, threshold, 50)
+    lazy, dense = find_peaks(agg, kernel, 0.05, 50), find_peaks(agg.materialise(), kernel, 0.05, 50)
+    assert int(lazy.valid.sum()) > 100
     for name in ("x", "y", "index", "score", "valid"):
         torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))
 
