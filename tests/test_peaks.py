@@ -60,6 +60,14 @@ def test_top_k_keeps_the_strongest():
     assert peaks.y[0, 0].tolist() == [6.0, 14.0]
 
 
+def test_equal_peaks_rank_in_row_major_order_on_every_reader():
+    high, low = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8)
+    high[0, 0, 5, 9] = high[0, 0, 2, 2] = 0.8  # (5, 9) comes first in the aggregated reader's cell layout
+    for maps in (high, AggregatedMaps(high, low)):
+        peaks = find_peaks(maps, kernel=3, threshold=0.1, max_peaks=2, refine="none")
+        assert peaks.index[0, 0].tolist() == [2 * 16 + 2, 5 * 16 + 9]
+
+
 def test_dense_and_sparse_paths_agree():
     torch.manual_seed(0)
     smooth = F.avg_pool2d(torch.rand(2, 3, 40, 40), 5, 1, 2)

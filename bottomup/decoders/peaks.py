@@ -277,7 +277,9 @@ def _top_k_per_channel(index: Tensor, value: Tensor, channels: int, plane_size: 
     """Scatter peaks at flat ``index`` (planes of ``plane_size``) into ``[channels, N]`` slots, best first per
     channel, ``N <= max_peaks``. Empty slots hold pixel ``empty`` of their plane."""
     device = value.device
-    order = torch.argsort(value, descending=True, stable=True)
+    # Equal values rank in row-major order, whatever order the reader listed the pixels in.
+    order = torch.argsort(index)
+    order = order[torch.argsort(value[order], descending=True, stable=True)]
     index, value = index[order], value[order]
     channel = torch.div(index, plane_size, rounding_mode="floor")
     order = torch.argsort(channel, stable=True)
