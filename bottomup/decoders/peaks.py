@@ -63,6 +63,14 @@ def flat_above(maps: Tensor, threshold: float) -> Tensor:
     return (flat > threshold).nonzero().squeeze(1)
 
 
+def flat_true(mask: Tensor) -> Tensor:
+    """Flat indices of the True entries of a boolean tensor (through numpy on CPU, as :func:`flat_above`)."""
+    flat = mask.reshape(-1)
+    if flat.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(flat.numpy()))
+    return flat.nonzero().squeeze(1)
+
+
 def _pad(maps: Tensor, pad: int) -> Tensor:
     """``[B, K, H, W]`` maps padded with ``pad`` pixels of -inf per side, flat."""
     return F.pad(maps, (pad, pad, pad, pad), value=_NEG_INF).reshape(-1)
@@ -138,8 +146,10 @@ class AggregatedMaps(HeatmapReader):
         low_rows = (cell_row + pair).clamp(0, lh - 1)  # [2, n]: the cell's two low rows, likewise columns
         low_cols = (cell_col + pair).clamp(0, lw - 1)
         low = self._low_flat.take(plane * (lh * lw) + low_rows[:, None] * lw + low_cols[None])  # [2, 2, n]
-        weights = torch.tensor([[0.75, 0.25], [0.25, 0.75]], device=self.device)  # [offset in cell, low pixel]
-        up = torch.einsum("ri,ijn,cj->rcn", weights, low, weights)
+        # Interpolated along rows, then columns: a cell's first row (column) weighs its low pixels 0.75 / 0.25, its
+        # second 0.25 / 0.75.
+        rows = torch.stack([torch.lerp(low[0], low[1], 0.25), torch.lerp(low[0], low[1], 0.75)])
+        up = torch.stack([torch.lerp(rows[:, 0], rows[:, 1], 0.25), torch.lerp(rows[:, 0], rows[:, 1], 0.75)], dim=1)
         row, col = 2 * cell_row + pair, 2 * cell_col + pair  # [2, n]: the cell's high rows and columns
         # Border cells stick out by one pixel: that lands in the buffer's padding, and is written as -inf there.
         inside = ((row >= 0) & (row < h))[:, None] & ((col >= 0) & (col < w))[None]  # [2, 2, n]
@@ -149,7 +159,7 @@ class AggregatedMaps(HeatmapReader):
         index = ((plane * hp + row + pad) * wp)[:, None] + (col + pad)[None]
         buffer = torch.full((b * k * hp * wp,), _NEG_INF, device=self.device)
         buffer[index] = value
-        return buffer, index[value > threshold]
+        return buffer, index.reshape(-1)[flat_above(value, threshold).to(self.device)]
 
     def _flag_cells(self, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
         """``(plane, row, col)`` of the cells (see :meth:`padded`) that may hold a pixel above ``threshold``."""
@@ -161,7 +171,7 @@ class AggregatedMaps(HeatmapReader):
         cell_above = (rows[:, :, :-1] | rows[:, :, 1:]).reshape(-1)  # [B * K * (lh + 1) * (lw + 1)]
         high_plane, high_row, high_col = _unravel(flat_above(self.high, threshold).to(self.device), h, w)
         cell_above[(high_plane * (lh + 1) + ((high_row + 1) >> 1)) * (lw + 1) + ((high_col + 1) >> 1)] = True
-        return _unravel(flat_above(cell_above, 0).to(self.device), lh + 1, lw + 1)
+        return _unravel(flat_true(cell_above).to(self.device), lh + 1, lw + 1)
 
     def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
         _, _, h, w = self.shape
@@ -228,7 +238,8 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
         index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF), threshold).to(index.device)
     value = buffer.take(index)
     is_peak = _window_test(buffer, index, value, kernel, wp)
-    index, value = index[is_peak], value[is_peak]
+    peak = flat_true(is_peak).to(index.device)
+    index, value = index[peak], value[peak]
     slot_index, score, valid = _top_k_per_channel(index, value, b * k, hp * wp, pad * wp + pad, max(1, max_peaks))
     n = slot_index.numel() // (b * k)
     plane, row, col = _unravel(slot_index, hp, wp)
@@ -248,7 +259,7 @@ def _window_test(buffer: Tensor, index: Tensor, value: Tensor, kernel: int, wp: 
         return torch.ones(index.shape, dtype=torch.bool, device=index.device)
     cross, rest = (t.to(index.device) for t in _window_offsets(kernel, wp))
     keep = _not_beaten(buffer, index, value, cross)
-    survivors = keep.nonzero().squeeze(1)
+    survivors = flat_true(keep).to(index.device)
     if survivors.numel():
         keep[survivors] = _not_beaten(buffer, index[survivors], value[survivors], rest)
     return keep
