@@ -168,6 +168,34 @@ def test_spm_snap_weighs_peak_strength_against_distance():
     assert poses.keypoints[0, 4, 2] == 0  # no heatmap evidence for the regressed joint
 
 
+def test_spm_root_and_snap_thresholds_and_limits_stay_separate():
+    """Roots and joint peaks come from one search run with the looser of the two settings: each use must still apply
+    its own threshold and top-k. Three star people (roots 0.9, 0.6, 0.3); each joint's heatmap peak lies 2 px right
+    of where the displacements put it, 0.4 high for the first person and 0.3 for the others."""
+    size = 64
+    roots = [(16.0, 16.0, 0.9), (48.0, 48.0, 0.6), (16.0, 48.0, 0.3)]
+    offsets = torch.tensor([(0.0, 0.0), (-10.0, 0.0), (10.0, 0.0), (0.0, -10.0), (0.0, 10.0)])
+    root = gaussian_map(size, roots)
+    displacements = offsets.reshape(-1)[:, None, None].expand(10, size, size)
+    heatmaps = torch.stack([gaussian_map(size, [(x + dx + 2, y + dy, 0.4 if i == 0 else 0.3)
+                                                for i, (x, y, _) in enumerate(roots)]) for dx, dy in offsets.tolist()])
+
+    def decode(**options):
+        poses = SPMDecoder(STAR, **options)(root[None, None], displacements[None], heatmaps[None])[0]
+        return poses.keypoints[torch.argsort(poses.keypoints[:, 0, 1] * 100 + poses.keypoints[:, 0, 0])]  # rows, then columns
+
+    regressed = torch.tensor([[(x + dx, y + dy) for dx, dy in offsets.tolist()] for x, y, _ in sorted(roots)])
+    snapped = regressed + torch.tensor([2.0, 0.0])
+    torch.testing.assert_close(decode()[..., :2], snapped, atol=1e-3, rtol=0)
+    assert len(decode(root_threshold=0.5)) == 2  # the 0.3 root is above the snap threshold only
+    torch.testing.assert_close(decode(snap_threshold=0.5)[..., :2], regressed, atol=1e-3, rtol=0)
+    # top_k=1: only the 0.4 peaks are candidates; the others' joints are too far from them and stay where regressed.
+    first = [i for i, (x, y, _) in enumerate(sorted(roots)) if (x, y) == (16.0, 16.0)][0]
+    expected = regressed.clone()
+    expected[first] = snapped[first]
+    torch.testing.assert_close(decode(top_k=1)[..., :2], expected, atol=1e-3, rtol=0)
+
+
 def test_spm_without_heatmaps_keeps_regressed_joints():
     people = crowd(3, seed=1)
     codec = SPMCodec(COCO, with_heatmaps=False)

@@ -50,6 +50,14 @@ class Peaks:
     score: Tensor
     valid: Tensor
 
+    def strongest(self, channels: slice, limit: int, threshold: float) -> "Peaks":
+        """The peaks of ``channels``, at most the ``limit`` strongest per channel and only those above ``threshold``
+        (for one search run with a lower threshold and a larger top-k than some of its uses need)."""
+        part = (slice(None), channels, slice(0, limit))
+        score = self.score[part]
+        return Peaks(x=self.x[part], y=self.y[part], index=self.index[part], score=score,
+                     valid=self.valid[part] & (score > threshold))
+
 
 def flat_above(maps: Tensor, threshold: float) -> Tensor:
     """Flat indices (into ``maps.reshape(-1)``) of the values above ``threshold``; NaN never qualifies.

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from bottomup.decoders import checks
 from bottomup.decoders.base import PoseSelection
-from bottomup.decoders.peaks import find_peaks, sample, sample_per_channel
+from bottomup.decoders.peaks import Peaks, find_peaks, sample, sample_per_channel
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
 
@@ -112,13 +112,23 @@ class SPMDecoder(PoseSelection):
             checks.check_same_batch_and_size("root_heatmap", root_heatmap, "heatmaps", heatmaps)
             heatmaps = checks.as_float(heatmaps)
         b, _, h, w = root.shape
-        peaks = find_peaks(root, self.nms_kernel, self.root_threshold, self.max_people, self.refine)
-        rx, ry, rscore, valid = peaks.x[:, 0], peaks.y[:, 0], peaks.score[:, 0], peaks.valid[:, 0]
+        snapping = heatmaps is not None and self.snap is not None
+        if snapping:
+            # One peak search serves the roots and the joint heatmaps: on CPU each search has a fixed cost that
+            # matters at these map sizes.
+            peaks = find_peaks(torch.cat([root, heatmaps], dim=1), self.nms_kernel,
+                               min(self.root_threshold, self.snap_threshold), max(self.max_people, self.top_k),
+                               self.refine)
+        else:
+            peaks = find_peaks(root, self.nms_kernel, self.root_threshold, self.max_people, self.refine)
+        roots = peaks.strongest(slice(0, 1), self.max_people, self.root_threshold)
+        rx, ry, rscore, valid = roots.x[:, 0], roots.y[:, 0], roots.score[:, 0], roots.valid[:, 0]
         x, y = self._regress(disp, rx, ry)
         if heatmaps is not None:
             joint_scores = sample_per_channel(heatmaps, x, y).clamp(0.0, 1.0)
-            if self.snap is not None:
-                x, y, joint_scores = self._snap(heatmaps, x, y, joint_scores)
+            if snapping:
+                x, y, joint_scores = self._snap(peaks.strongest(slice(1, None), self.top_k, self.snap_threshold), x,
+                                                y, joint_scores)
             person_scores = rscore * joint_scores.mean(dim=1)
         else:
             joint_scores = rscore[:, None, :].expand_as(x)
@@ -151,15 +161,15 @@ class SPMDecoder(PoseSelection):
             y[:, joints] = py + offsets[:, :, 1]
         return x, y
 
-    def _snap(self, heatmaps: Tensor, x: Tensor, y: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Regressed joints ``x, y, scores [B, K, N]`` moved to the joint heatmap peak that supports them best.
+    def _snap(self, peaks: Peaks, x: Tensor, y: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Regressed joints ``x, y, scores [B, K, N]`` moved to the joint heatmap peak (of ``peaks [B, K, T]``) that
+        supports them best.
 
         A peak's support is its score times a Gaussian of its distance to the regressed joint, with sigma ``snap``
         times the person's size: a strong peak a little farther away beats a faint one close by (noise, a
         neighbour's weak blob), and a person's own peak beats a neighbour's stronger one farther off. Peaks beyond
         :data:`SNAP_CUTOFF` sigmas are never taken; a joint with none in reach keeps its regressed position.
         """
-        peaks = find_peaks(heatmaps, self.nms_kernel, self.snap_threshold, self.top_k, self.refine)
         area = (x.amax(dim=1) - x.amin(dim=1)) * (y.amax(dim=1) - y.amin(dim=1))  # [B, N]
         sigma = self.snap * area.clamp_min(1.0).sqrt()
         dx = x[..., None] - peaks.x[:, :, None]  # [B, K, N, T]
