@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
-from bottomup import geometry
 from bottomup.config import build_method
 from bottomup.evaluation.coco_eval import bucket_of, load_annotations
-from bottomup.evaluation.oracle import image_people
+from bottomup.evaluation.oracle import ideal_image_outputs, image_people
 from bottomup.evaluation.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +35,8 @@ def render(codec, annotations, input_size: int) -> list[tuple[int, dict]]:
         if not len(people):
             continue
         info = coco.loadImgs([image_id])[0]
-        to_input, _ = geometry.fit_into(info["width"], info["height"], input_size)
-        outputs = codec.ideal_outputs(geometry.apply(to_input, people), (input_size, input_size))
-        items.append((len(people), {k: v[None] for k, v in outputs.items()}))
+        batch, _ = ideal_image_outputs(codec, people, (info["width"], info["height"]), input_size)
+        items.append((len(people), batch))
     return items
 
 

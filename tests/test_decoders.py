@@ -182,7 +182,8 @@ def test_spm_root_and_snap_thresholds_and_limits_stay_separate():
 
     def decode(**options):
         poses = SPMDecoder(STAR, **options)(root[None, None], displacements[None], heatmaps[None])[0]
-        return poses.keypoints[torch.argsort(poses.keypoints[:, 0, 1] * 100 + poses.keypoints[:, 0, 0])]  # rows, then columns
+        centre = poses.keypoints[:, 0]
+        return poses.keypoints[torch.argsort(centre[:, 1] * 100 + centre[:, 0])]  # by row, then column
 
     regressed = torch.tensor([[(x + dx, y + dy) for dx, dy in offsets.tolist()] for x, y, _ in sorted(roots)])
     snapped = regressed + torch.tensor([2.0, 0.0])

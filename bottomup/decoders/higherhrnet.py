@@ -1,9 +1,9 @@
 """HigherHRNet decoding (Cheng et al., CVPR'20): heatmaps aggregated across resolutions, then AE grouping.
 
 The 1/4-resolution heatmaps are upsampled bilinearly to the 1/2 resolution of the high-resolution branch and the two
-are averaged (lazily, at the pixels peak finding looks at: :class:`~bottomup.decoders.peaks.AggregatedMaps`); tags (predicted at 1/4 only) are read bilinearly where needed, which equals upsampling them. Grouping
-then runs at the higher resolution, where peaks are better localised, and keypoints are returned in the grid of the
-1/4 heatmaps.
+are averaged (lazily, at the pixels peak finding looks at: :class:`~bottomup.decoders.peaks.AggregatedMaps`); tags
+(predicted at 1/4 only) are read bilinearly where needed, which equals upsampling them. Grouping then runs at the
+higher resolution, where peaks are better localised, and keypoints are returned in the grid of the 1/4 heatmaps.
 """
 
 from __future__ import annotations

@@ -31,20 +31,30 @@ def image_people(coco, image_id: int) -> np.ndarray:
     return np.asarray(kpts, dtype=np.float32).reshape(-1, k, 3)
 
 
-def oracle_poses(codec: Codec, people: np.ndarray, image_size: tuple[int, int], input_size: int = 512,
-                 degradation: Degradation = Degradation(), seed: int = 0, image_id: int = 0) -> tuple[Poses, float]:
-    """What ``codec`` decodes from the ideal (optionally degraded) outputs of one image's ``people``.
+def ideal_image_outputs(codec: Codec, people: np.ndarray, image_size: tuple[int, int], input_size: int = 512,
+                        degradation: Degradation = Degradation(), seed: int = 0,
+                        image_id: int = 0) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """``codec``'s ideal (optionally degraded) outputs for one image's ``people``, as a batch of one, and the image
+    -> input matrix.
 
     ``people [N, K, 3]`` are in the pixels of an image of ``image_size = (width, height)``, which is scaled to fit
-    ``input_size`` (aspect kept, top-left on a square canvas). Returns the decoded poses in image pixels and the wall
-    time of the decode call in seconds.
+    ``input_size`` (aspect kept, top-left on a square canvas).
     """
     to_input, _ = geometry.fit_into(image_size[0], image_size[1], input_size)
     kpts = degradation.people(geometry.apply(to_input, people), codec.stride, seed, image_id)
     outputs = codec.ideal_outputs(kpts, (input_size, input_size))
     if degradation.active:
         outputs = degradation.maps(outputs, codec.outputs, seed, image_id)
-    batch = {k: v[None] for k, v in outputs.items()}
+    return {k: v[None] for k, v in outputs.items()}, to_input
+
+
+def oracle_poses(codec: Codec, people: np.ndarray, image_size: tuple[int, int], input_size: int = 512,
+                 degradation: Degradation = Degradation(), seed: int = 0, image_id: int = 0) -> tuple[Poses, float]:
+    """What ``codec`` decodes from the ideal (optionally degraded) outputs of one image's ``people`` (see
+    :func:`ideal_image_outputs`). Returns the decoded poses in image pixels and the wall time of the decode call in
+    seconds.
+    """
+    batch, to_input = ideal_image_outputs(codec, people, image_size, input_size, degradation, seed, image_id)
     start = time.perf_counter()
     poses = codec.decode(batch)[0]
     seconds = time.perf_counter() - start
