@@ -68,7 +68,7 @@ def flat_above(maps: Tensor, threshold: float) -> Tensor:
     flat = maps.reshape(-1)
     if flat.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(flat.numpy() > threshold))
-    return (flat > threshold).nonzero().squeeze(1)
+    return flat_true(flat > threshold)
 
 
 def flat_true(mask: Tensor) -> Tensor:
@@ -77,11 +77,6 @@ def flat_true(mask: Tensor) -> Tensor:
     if flat.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(flat.numpy()))
     return flat.nonzero().squeeze(1)
-
-
-def _pad(maps: Tensor, pad: int) -> Tensor:
-    """``[B, K, H, W]`` maps padded with ``pad`` pixels of -inf per side, flat."""
-    return F.pad(maps, (pad, pad, pad, pad), value=_NEG_INF).reshape(-1)
 
 
 class HeatmapReader:
@@ -114,7 +109,7 @@ class DenseMaps(HeatmapReader):
         self.device = maps.device
 
     def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
-        buffer = _pad(self.maps, pad)
+        buffer = F.pad(self.maps, (pad, pad, pad, pad), value=_NEG_INF).reshape(-1)
         return buffer, flat_above(buffer, threshold).to(self.device)
 
     def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
