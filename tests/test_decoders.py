@@ -323,6 +323,18 @@ def test_float16_maps_decode_like_float32():
     assert_recovers(crowd(4), half, tolerance=1.0)
 
 
+@pytest.mark.parametrize("method", CODECS)
+def test_channels_last_maps_decode_like_contiguous(method):
+    """A network run in channels-last memory format hands the decoders maps with permuted strides."""
+    codec = CODECS[method](COCO)
+    batch = {k: v[None] for k, v in codec.ideal_outputs(crowd(5, seed=3), SIZE).items()}
+    strided = {k: v.movedim(1, -1).contiguous().movedim(-1, 1) for k, v in batch.items()}
+    assert not all(v.is_contiguous() for v in strided.values())
+    expected, got = codec.decode(batch)[0], codec.decode(strided)[0]
+    torch.testing.assert_close(got.keypoints, expected.keypoints, atol=0, rtol=0)
+    torch.testing.assert_close(got.scores, expected.scores, atol=0, rtol=0)
+
+
 def test_import_stays_light():
     code = ("import sys, bottomup.decoders; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('hydra', 'cv2', 'omegaconf', 'pycocotools')"
