@@ -220,6 +220,19 @@ def test_batch_with_different_person_counts(method):
 
 
 @pytest.mark.parametrize("method", CODECS)
+def test_batch_decodes_like_its_images_one_by_one(method):
+    """A crowd beside sparse images: batching must not change anyone's poses (OpenPose scores the candidate pairs of
+    the whole batch as one list, the others pad per-joint peak lists to the batch's longest)."""
+    codec = CODECS[method](COCO)
+    images = [person((200.0, 260.0), 240.0)[None], crowd(12, seed=8), crossing_pair(), crowd(3, seed=9)]
+    outputs = [{k: v[None] for k, v in codec.ideal_outputs(p, SIZE).items()} for p in images]
+    batched = codec.decode({k: torch.cat([o[k] for o in outputs]) for k in outputs[0]})
+    for single, together in zip((codec.decode(o)[0] for o in outputs), batched):
+        torch.testing.assert_close(together.keypoints, single.keypoints, atol=1e-5, rtol=0)
+        torch.testing.assert_close(together.scores, single.scores, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", CODECS)
 def test_scores_sorted_and_coordinates_in_map_grid(method):
     codec = CODECS[method](COCO)
     people = crowd(6, seed=5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bottomup.decoders.matching import match_max, oks_matrix, pose_nms
-from bottomup.decoders.peaks import AggregatedMaps, find_peaks, max_filter, sample
+from bottomup.decoders.peaks import AggregatedMaps, find_peaks, max_filter, sample, sample_planes
 from bottomup.methods.targets import render_heatmaps
 
 
@@ -136,6 +136,23 @@ def test_sample_is_bilinear_with_pixel_centres_at_integers():
     maps = torch.arange(12, dtype=torch.float32).view(1, 1, 3, 4)
     values = sample(maps, torch.tensor([[0.0, 1.5, 3.0]]), torch.tensor([[0.0, 0.5, 2.0]]))
     assert values[0, 0].tolist() == pytest.approx([0.0, 3.5, 11.0])
+
+
+@pytest.mark.parametrize("size", [(9, 13), (1, 6), (5, 1)])
+def test_sample_planes_reads_like_sample(size):
+    """Points of different planes, inside, on the border and outside the map; non-finite values read finite."""
+    h, w = size
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(6, 2, h, w, generator=gen)
+    plane = torch.tensor([0, 4, 4, 1, 5])
+    x = torch.rand(5, 7, generator=gen) * (w + 3) - 2
+    y = torch.rand(5, 7, generator=gen) * (h + 3) - 2
+    x[0, :3], y[0, :3] = torch.tensor([0.0, w - 1.0, w - 1.0]), torch.tensor([0.0, h - 1.0, 0.0])
+    expected = torch.stack([sample(maps[p][None], x[i][None], y[i][None])[0] for i, p in enumerate(plane.tolist())])
+    torch.testing.assert_close(sample_planes(maps, plane, x, y), expected.permute(1, 0, 2), atol=1e-5, rtol=1e-5)
+    maps[0, 0], maps[4, 1] = float("nan"), float("inf")
+    x[1, 0] = float("nan")
+    assert torch.isfinite(sample_planes(maps, plane, x, y)).all()
 
 
 def test_match_max_known_answer_and_forbidden_pairs():

@@ -377,5 +377,34 @@ def sample_per_channel(maps: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return sample(maps.reshape(b * c, 1, h, w), x.reshape(b * c, -1), y.reshape(b * c, -1)).view(b, c, -1)
 
 
+def sample_planes(maps: Tensor, plane: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Bilinear reading of ``maps [P, C, H, W]`` at points ``x, y [M, S]``, row ``m`` on plane ``plane[m]``
+    -> ``[C, M, S]``.
+
+    The same values as :func:`sample` (pixel centres at integers, points clamped to the border, non-finite values
+    made finite), for points spread unevenly over many planes: :func:`sample` would pad every plane to the longest
+    list. Reads the four neighbours with one ``index_select``, 2.5-3x faster on CPU than ``take`` or ``gather``.
+    """
+    _, c, h, w = maps.shape
+    x, y = torch.nan_to_num(x.float()).clamp(0, w - 1), torch.nan_to_num(y.float()).clamp(0, h - 1)
+    # Top-left neighbour at most one pixel before the last, so that the other three stay on the map (weight 1 on
+    # the far one at the border); one-pixel-wide maps read the same pixel twice.
+    x0, y0 = x.floor().clamp_max(max(w - 2, 0)), y.floor().clamp_max(max(h - 2, 0))
+    fx, fy = x - x0, y - y0
+    top_left = (plane * (c * h * w))[:, None] + y0.long() * w + x0.long()  # [M, S]
+    index = top_left + _neighbour_offsets(c, h, w).to(maps.device).reshape(-1, 1, 1)
+    value = maps.reshape(-1).index_select(0, index.reshape(-1)).view(c, 4, *x.shape)
+    top = torch.lerp(value[:, 0], value[:, 1], fx)
+    bottom = torch.lerp(value[:, 2], value[:, 3], fx)
+    return finite(torch.lerp(top, bottom, fy))
+
+
+@functools.lru_cache(maxsize=64)
+def _neighbour_offsets(c: int, h: int, w: int) -> Tensor:
+    """Flat offsets ``[C, 4]`` from a top-left pixel of channel 0 to its 2x2 neighbourhood in every channel."""
+    step_x, step_y = min(1, w - 1), w * min(1, h - 1)
+    return (torch.arange(c) * (h * w))[:, None] + torch.tensor([0, step_x, step_y, step_x + step_y])
+
+
 def _normalise(coord: Tensor, size: int) -> Tensor:
     return finite(coord.float()) * (2.0 / max(size - 1, 1)) - 1.0
