@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bottomup.decoders import peaks as peaks_module
 from bottomup.decoders.matching import match_max, oks_matrix, pose_nms
 from bottomup.decoders.peaks import AggregatedMaps, find_peaks, max_filter, sample, sample_planes
 from bottomup.methods.targets import render_heatmaps
@@ -66,6 +67,26 @@ def test_equal_peaks_rank_in_row_major_order_on_every_reader():
     for maps in (high, AggregatedMaps(high, low)):
         peaks = find_peaks(maps, kernel=3, threshold=0.1, max_peaks=2, refine="none")
         assert peaks.index[0, 0].tolist() == [2 * 16 + 2, 5 * 16 + 9]
+
+
+@pytest.mark.parametrize("aggregated", [False, True])
+def test_peak_search_in_image_chunks_equals_whole_batch(monkeypatch, aggregated):
+    """On CPU the search runs a few images at a time; every chunking must give the whole batch's peaks."""
+    torch.manual_seed(3)
+    high = F.avg_pool2d(torch.rand(5, 3, 24, 32), 5, 1, 2)
+    maps = AggregatedMaps(high, F.avg_pool2d(high, 2)) if aggregated else high
+
+    def search():
+        return find_peaks(maps, kernel=3, threshold=high.quantile(0.9).item(), max_peaks=6)
+
+    whole = search()
+    image_bytes = 4 * 3 * 26 * 34  # float32, 3 channels, padded by 1 for kernel 3
+    for images in (1, 2, 3):
+        monkeypatch.setattr(peaks_module, "_CPU_BUFFER_BYTES", images * image_bytes)
+        chunked = search()
+        for field in ("x", "y", "index", "score", "valid"):
+            assert torch.equal(getattr(chunked, field), getattr(whole, field)), (images, field)
+    assert whole.valid.sum() > 20
 
 
 def test_dense_and_sparse_paths_agree():

@@ -5,7 +5,9 @@ touches the full maps once, with a threshold; all later steps (the NMS window te
 for the short list of pixels above it, from a copy of the maps padded with -inf so that a neighbour is one addition
 away and never out of bounds. That keeps decoding at a fraction of a millisecond on CPU, where each torch operation
 costs microseconds however small its tensors: the code is written to keep their number, and integer divisions on
-long lists, down. Maps with many pixels above the threshold fall back to a dense separable max filter first.
+long lists, down. Maps with many pixels above the threshold fall back to a dense separable max filter first. On
+CPU the padded copy is made for a few images at a time (at most 16 MB), so that large batches stay cheaper per
+image than single calls.
 
 Heatmaps are read through a :class:`HeatmapReader`, so that HigherHRNet's average of two resolutions
 (:class:`AggregatedMaps`) is evaluated only where needed instead of being upsampled in full.
@@ -30,6 +32,9 @@ REFINE_MODES = ("gaussian", "quarter", "none")
 _DENSE_FRACTION = 1.0 / 16
 
 _NEG_INF = float("-inf")
+
+# Largest padded peak-search buffer made at once on CPU (see find_peaks).
+_CPU_BUFFER_BYTES = 16 << 20
 
 
 @dataclass
@@ -99,6 +104,10 @@ class HeatmapReader:
         """The full ``[B, K, H, W]`` maps."""
         raise NotImplementedError
 
+    def images(self, start: int, stop: int) -> "HeatmapReader":
+        """A reader of images ``start:stop`` of the batch (views, no copy)."""
+        raise NotImplementedError
+
 
 class DenseMaps(HeatmapReader):
     """Heatmaps held as one tensor."""
@@ -118,6 +127,9 @@ class DenseMaps(HeatmapReader):
 
     def materialise(self) -> Tensor:
         return self.maps
+
+    def images(self, start: int, stop: int) -> "DenseMaps":
+        return DenseMaps(self.maps[start:stop])
 
 
 class AggregatedMaps(HeatmapReader):
@@ -193,6 +205,9 @@ class AggregatedMaps(HeatmapReader):
         up = F.interpolate(self.low, size=self.shape[-2:], mode="bilinear", align_corners=False)
         return 0.5 * (up + self.high)
 
+    def images(self, start: int, stop: int) -> "AggregatedMaps":
+        return AggregatedMaps(self.high[start:stop], self.low[start:stop])
+
 
 def _unravel(index: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
     """Flat indices into ``[P, h, w]`` -> ``(plane, row, col)``."""
@@ -234,15 +249,15 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
     b, k, h, w = reader.shape
     pad = max(kernel // 2, 1)
     hp, wp = h + 2 * pad, w + 2 * pad
-    buffer, index = reader.padded(threshold, pad)
-    if index.numel() > _DENSE_FRACTION * b * k * h * w:
-        # Pixels below a candidate's value cannot suppress it, so the buffer's -inf gaps do not change the maxima.
-        grid = buffer.view(b * k, hp, wp)
-        index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF), threshold).to(index.device)
-    value = buffer.take(index)
-    is_peak = _window_test(buffer, index, value, kernel, wp)
-    peak = flat_true(is_peak).to(index.device)
-    index, value = index[peak], value[peak]
+    # On CPU the padded buffer is made for a few images at a time: a fresh allocation beyond glibc's mmap threshold
+    # (32 MB at most) page-faults on every call, which made whole-batch decoding dearer per image than single calls.
+    step = b if reader.device.type != "cpu" else max(1, _CPU_BUFFER_BYTES // (4 * k * hp * wp))
+    if step >= b:
+        index, value = _local_maxima(reader, kernel, threshold, pad)
+    else:
+        found = [_local_maxima(reader.images(i, i + step), kernel, threshold, pad) for i in range(0, b, step)]
+        index = torch.cat([chunk + i * step * k * hp * wp for i, (chunk, _) in enumerate(found)])
+        value = torch.cat([chunk for _, chunk in found])
     slot_index, score, valid = _top_k_per_channel(index, value, b * k, hp * wp, pad * wp + pad, max(1, max_peaks))
     n = slot_index.numel() // (b * k)
     plane, row, col = _unravel(slot_index, hp, wp)
@@ -250,6 +265,21 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
     dx, dy = _refine(reader, plane, row, col, refine)
     return Peaks(x=(col + dx).view(b, k, n), y=(row + dy).view(b, k, n), index=(row * w + col).view(b, k, n),
                  score=finite(score).view(b, k, n), valid=valid.view(b, k, n))
+
+
+def _local_maxima(reader: HeatmapReader, kernel: int, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+    """Padded flat indices (planes of ``(H + 2 pad) x (W + 2 pad)``) and values of the pixels above ``threshold``
+    that no pixel of their window beats (see :func:`find_peaks`)."""
+    b, k, h, w = reader.shape
+    hp, wp = h + 2 * pad, w + 2 * pad
+    buffer, index = reader.padded(threshold, pad)
+    if index.numel() > _DENSE_FRACTION * b * k * h * w:
+        # Pixels below a candidate's value cannot suppress it, so the buffer's -inf gaps do not change the maxima.
+        grid = buffer.view(b * k, hp, wp)
+        index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF), threshold).to(index.device)
+    value = buffer.take(index)
+    peak = flat_true(_window_test(buffer, index, value, kernel, wp)).to(index.device)
+    return index[peak], value[peak]
 
 
 def _window_test(buffer: Tensor, index: Tensor, value: Tensor, kernel: int, wp: int) -> Tensor:
