@@ -421,9 +421,11 @@ def sample_planes(maps: Tensor, plane: Tensor, x: Tensor, y: Tensor) -> Tensor:
     # the far one at the border); one-pixel-wide maps read the same pixel twice.
     x0, y0 = x.floor().clamp_max(max(w - 2, 0)), y.floor().clamp_max(max(h - 2, 0))
     fx, fy = x - x0, y - y0
-    top_left = (plane * (c * h * w))[:, None] + y0.long() * w + x0.long()  # [M, S]
-    index = top_left + _neighbour_offsets(c, h, w).to(maps.device).reshape(-1, 1, 1)
-    value = maps.reshape(-1).index_select(0, index.reshape(-1)).view(c, 4, *x.shape)
+    # 32-bit indices where they fit: the [C, 4, M, S] index list is the largest tensor here (crowds, batches).
+    kind = torch.int32 if maps.numel() < 2**31 else torch.int64
+    top_left = (plane.to(kind) * (c * h * w))[:, None] + y0.to(kind) * w + x0.to(kind)  # [M, S]
+    offsets = _neighbour_offsets(c, h, w).to(maps.device, kind).reshape(-1, 1, 1)
+    value = maps.reshape(-1).index_select(0, (top_left + offsets).reshape(-1)).view(c, 4, *x.shape)
     top = torch.lerp(value[:, 0], value[:, 1], fx)
     bottom = torch.lerp(value[:, 2], value[:, 3], fx)
     return finite(torch.lerp(top, bottom, fy))
