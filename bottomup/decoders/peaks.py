@@ -411,9 +411,10 @@ def sample_planes(maps: Tensor, plane: Tensor, x: Tensor, y: Tensor) -> Tensor:
     """Bilinear reading of ``maps [P, C, H, W]`` at points ``x, y [M, S]``, row ``m`` on plane ``plane[m]``
     -> ``[C, M, S]``.
 
-    The same values as :func:`sample` (pixel centres at integers, points clamped to the border, non-finite values
-    made finite), for points spread unevenly over many planes: :func:`sample` would pad every plane to the longest
-    list. Reads the four neighbours with one ``index_select``, 2.5-3x faster on CPU than ``take`` or ``gather``.
+    The same values as :func:`sample` on finite maps (pixel centres at integers, points clamped to the border;
+    non-finite values read finite), for points spread unevenly over many planes, where :func:`sample` would pad every
+    plane to the longest list. Reads the four neighbours with one ``index_select``, 2.5-3x faster on CPU than
+    ``take`` or ``gather``.
     """
     _, c, h, w = maps.shape
     x, y = torch.nan_to_num(x.float()).clamp(0, w - 1), torch.nan_to_num(y.float()).clamp(0, h - 1)
