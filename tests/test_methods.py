@@ -114,6 +114,22 @@ def test_outputs_match_the_codec_on_every_trunk(name: str, trunk: str) -> None:
             k: (2, spec.channels, 64 // spec.stride, 64 // spec.stride) for k, spec in model.codec.outputs.items()}
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_network_runs_channels_last_and_predict_hands_out_standard_layout(name: str) -> None:
+    """Convolutions run channels-last (faster on CPU and CUDA); what decoders and map arithmetic get is contiguous
+    and equals the channels-last forward's values."""
+    torch.manual_seed(0)
+    model = build_model("hrnet_w8_small", name, COCO).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        trained_on = model(images)[-1]
+        predicted = model.predict(images)
+    assert not all(v.is_contiguous() for v in trained_on.values())  # channels-last (or channel slices of it)
+    for name_, maps in predicted.items():
+        assert maps.is_contiguous()
+        torch.testing.assert_close(maps, trained_on[name_], atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("trunk", SMALL_TRUNKS)
 @pytest.mark.parametrize("name", METHODS)
 def test_training_step_reaches_every_parameter(name: str, trunk: str) -> None:
