@@ -126,9 +126,9 @@ class PAFDecoder(PoseSelection):
         la, lb = self._limb_a.to(x.device), self._limb_b.to(x.device)
         grid = (b, n_limbs, n, n)
         pair = flat_true(valid[:, la, :, None] & valid[:, lb, None, :]).to(x.device)  # flat into the grid
-        xa, ya = x[:, la, :, None].expand(grid), y[:, la, :, None].expand(grid)
-        ends = torch.stack([xa, ya, x[:, lb, None, :] - xa, y[:, lb, None, :] - ya]).reshape(4, -1)
-        xa, ya, dx, dy = ends.index_select(1, pair)
+        grid_xa, grid_ya = x[:, la, :, None].expand(grid), y[:, la, :, None].expand(grid)
+        ends = torch.stack([grid_xa, grid_ya, x[:, lb, None, :] - grid_xa, y[:, lb, None, :] - grid_ya])
+        xa, ya, dx, dy = ends.reshape(4, -1).index_select(1, pair)  # [M] each: the listed pairs only
         length = torch.sqrt(dx * dx + dy * dy)
         ux, uy = dx / length.clamp_min(1e-6), dy / length.clamp_min(1e-6)
         t = torch.linspace(0.0, 1.0, self.samples, device=x.device)

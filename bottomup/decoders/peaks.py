@@ -425,7 +425,7 @@ def sample_planes(maps: Tensor, plane: Tensor, x: Tensor, y: Tensor) -> Tensor:
     # 32-bit indices where they fit: the [C, 4, M, S] index list is the largest tensor here (crowds, batches).
     kind = torch.int32 if maps.numel() < 2**31 else torch.int64
     top_left = (plane.to(kind) * (c * h * w))[:, None] + y0.to(kind) * w + x0.to(kind)  # [M, S]
-    offsets = _neighbour_offsets(c, h, w).to(maps.device, kind).reshape(-1, 1, 1)
+    offsets = _neighbour_offsets(c, h, w, kind).to(maps.device).reshape(-1, 1, 1)
     value = maps.reshape(-1).index_select(0, (top_left + offsets).reshape(-1)).view(c, 4, *x.shape)
     top = torch.lerp(value[:, 0], value[:, 1], fx)
     bottom = torch.lerp(value[:, 2], value[:, 3], fx)
@@ -433,10 +433,11 @@ def sample_planes(maps: Tensor, plane: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _neighbour_offsets(c: int, h: int, w: int) -> Tensor:
-    """Flat offsets ``[C, 4]`` from a top-left pixel of channel 0 to its 2x2 neighbourhood in every channel."""
+def _neighbour_offsets(c: int, h: int, w: int, kind: torch.dtype) -> Tensor:
+    """Flat offsets ``[C, 4]`` (integers of ``kind``) from a top-left pixel of channel 0 to its 2x2 neighbourhood in
+    every channel."""
     step_x, step_y = min(1, w - 1), w * min(1, h - 1)
-    return (torch.arange(c) * (h * w))[:, None] + torch.tensor([0, step_x, step_y, step_x + step_y])
+    return ((torch.arange(c) * (h * w))[:, None] + torch.tensor([0, step_x, step_y, step_x + step_y])).to(kind)
 
 
 def _normalise(coord: Tensor, size: int) -> Tensor:
