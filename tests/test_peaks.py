@@ -153,6 +153,24 @@ def test_aggregated_peaks_equal_peaks_of_the_materialised_maps(kernel):
         torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))
 
 
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_aggregated_peaks_keep_the_tie_and_nan_rules(kernel):
+    # Plateaus inside cells (constant 2 x 2 low blocks) and across them (a lone low spike upsamples to a 2 x 2
+    # plateau over four cells): the latest pixel of a plateau in row-major order is its one peak. NaN pixels are
+    # never peaks and never suppress a neighbour.
+    low, high = torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 32, 32)
+    low[0, 0, 4:6, 4:6] = 0.8
+    low[0, 1, 9, 3] = 0.6
+    low[1, 2, 12:14, 2:4] = 0.4
+    high[1, 2, 25, 5] = float("nan")
+    high[0, 1, 18:20, 6:8] = 0.3
+    agg = AggregatedMaps(high, low)
+    lazy, dense = find_peaks(agg, kernel, 0.05, 200), find_peaks(agg.materialise(), kernel, 0.05, 200)
+    assert int(lazy.valid.sum()) >= 3
+    for name in ("x", "y", "index", "score", "valid"):
+        torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))
+
+
 def test_sample_is_bilinear_with_pixel_centres_at_integers():
     maps = torch.arange(12, dtype=torch.float32).view(1, 1, 3, 4)
     values = sample(maps, torch.tensor([[0.0, 1.5, 3.0]]), torch.tensor([[0.0, 0.5, 2.0]]))
