@@ -387,7 +387,7 @@ class CocoKeypoints(Dataset):
 
     Training augmentation (``augmentation`` given) draws from a generator seeded by ``(seed, epoch, index)``, so a
     sample is reproducible whatever the worker or process that builds it; :meth:`set_epoch` changes the draw.
-    Without ``augmentation`` the image is fitted top-left into the input (:class:`EvalTransform`).
+    Without ``augmentation`` the image is fitted into the input, centred (:class:`EvalTransform`).
 
     Args:
         annotation_file: a COCO-format keypoint JSON file.

@@ -6,8 +6,9 @@ Two transforms share one warp (:func:`warp`):
   its longer side, then randomly rotated (uniform in +-``rotation`` degrees), scaled (uniform in ``scale``), shifted
   (uniform in +-``translate`` input pixels per axis) and, with probability ``flip``, mirrored (keypoint channels
   swapped with the skeleton's ``flip_index``).
-* :class:`EvalTransform`: the image is fitted into the input keeping its aspect, anchored top-left on a square
-  canvas (:func:`bottomup.geometry.fit_into`), so ``matrix`` maps predictions back with one inverse.
+* :class:`EvalTransform`: the image is fitted into the input keeping its aspect, centred on a square canvas
+  (:func:`bottomup.geometry.fit_into`) -- exactly where :class:`TrainTransform` puts it when every augmentation is
+  off -- so ``matrix`` maps predictions back with one inverse.
 
 Both return the 3x3 image->input ``matrix`` (pixel centres at integer coordinates, see :mod:`bottomup.geometry`).
 
@@ -158,7 +159,7 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """Fit into a square ``size`` canvas keeping the aspect, top-left anchored; no randomness."""
+    """Fit into a square ``size`` canvas keeping the aspect, centred; no randomness."""
 
     def __init__(self, size: int) -> None:
         self.size = int(size)

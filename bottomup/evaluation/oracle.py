@@ -38,7 +38,7 @@ def ideal_image_outputs(codec: Codec, people: np.ndarray, image_size: tuple[int,
     -> input matrix.
 
     ``people [N, K, 3]`` are in the pixels of an image of ``image_size = (width, height)``, which is scaled to fit
-    ``input_size`` (aspect kept, top-left on a square canvas).
+    ``input_size`` (aspect kept, centred on a square canvas).
     """
     to_input, _ = geometry.fit_into(image_size[0], image_size[1], input_size)
     kpts = degradation.people(geometry.apply(to_input, people), codec.stride, seed, image_id)
@@ -66,7 +66,7 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
                image_ids: Sequence[int] | None = None) -> dict:
     """Oracle AP of every codec on every image with annotated people (of ``image_ids`` only, when given).
 
-    Each image is scaled to fit ``input_size`` (aspect kept, top-left on a square canvas), each method's ideal
+    Each image is scaled to fit ``input_size`` (aspect kept, centred on a square canvas), each method's ideal
     outputs are rendered (and degraded), decoded, mapped back to the image and scored.
 
     Returns ``{"config": {...}, "results": {method: {AP, AP50, AP75, APM, APL, AR, images, people,
