@@ -61,20 +61,27 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out
 
 
+def centred(width: int, height: int, size: int, scale: float, degrees: float = 0.0,
+            shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Image -> square input matrix: the centre of a ``width`` x ``height`` image goes to the centre of the ``size``
+    input plus ``shift``, scaled by ``scale`` and rotated by ``degrees`` about it. Training's random affine and
+    evaluation's fit are both this, so an image with no augmentation lands exactly where evaluation puts it."""
+    # Pixel centres at integers: an n-pixel side spans [-0.5, n - 0.5), so its middle is (n - 1) / 2.
+    return (translation((size - 1) / 2.0 + shift[0], (size - 1) / 2.0 + shift[1]) @ rotation(degrees, (0.0, 0.0))
+            @ np.diag([scale, scale, 1.0]) @ translation(-(width - 1) / 2.0, -(height - 1) / 2.0))
+
+
 def fit_into(width: int, height: int, size: int) -> tuple[np.ndarray, float]:
     """Scale an image so its longer side fits a square of ``size``, centred in it; returns (image->input matrix,
     scale).
 
-    Centred, because that is where training without augmentation puts the image
-    (:func:`bottomup.data.transforms.train_matrix`): a network evaluated on exactly the inputs it was trained on sees
-    them at the same place. (Convolutions with zero padding are not translation-invariant: a model that memorised
-    80 images lost AP 0.766 -> 0.233 when evaluated with them shifted to the top-left corner.)
+    Centred, because that is where training without augmentation puts the image: a network evaluated on exactly the
+    inputs it was trained on sees them at the same place. (Convolutions with zero padding are not
+    translation-invariant: a model that memorised 80 images lost AP 0.766 -> 0.233 when evaluated with them shifted to
+    the top-left corner.)
     """
     s = size / max(width, height)
-    # Pixel centres at integers: an n-pixel side spans [-0.5, n - 0.5), so its middle is (n - 1) / 2.
-    matrix = (translation((size - 1) / 2.0, (size - 1) / 2.0) @ np.diag([s, s, 1.0])
-              @ translation(-(width - 1) / 2.0, -(height - 1) / 2.0))
-    return matrix, s
+    return centred(width, height, size, s), s
 
 
 def cv2_matrix(matrix: np.ndarray) -> np.ndarray:

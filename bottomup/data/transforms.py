@@ -128,12 +128,7 @@ def train_matrix(width: int, height: int, size: int, augmentation: Augmentation,
     zoom = rng.uniform(*augmentation.scale)
     shift = rng.uniform(-augmentation.translate, augmentation.translate, size=2)
     flipped = bool(rng.random() < augmentation.flip)
-    s = zoom * size / max(width, height)
-    # Centres under the pixel-centre convention: pixel i covers [i - 0.5, i + 0.5), so the middle is (n - 1) / 2.
-    src_centre = ((width - 1) / 2.0, (height - 1) / 2.0)
-    dst_centre = ((size - 1) / 2.0 + shift[0], (size - 1) / 2.0 + shift[1])
-    matrix = (geometry.translation(*dst_centre) @ geometry.rotation(angle, (0.0, 0.0)) @ np.diag([s, s, 1.0])
-              @ geometry.translation(-src_centre[0], -src_centre[1]))
+    matrix = geometry.centred(width, height, size, zoom * size / max(width, height), angle, (shift[0], shift[1]))
     if flipped:
         matrix = geometry.hflip(size) @ matrix
     return matrix, flipped
