@@ -318,6 +318,17 @@ def test_empty_maps_give_no_people(make):
     assert poses[0].keypoints.shape == (0, 17, 3)
 
 
+@pytest.mark.parametrize("make", [
+    lambda m: AEDecoder(COCO)(m(17), m(17)),
+    lambda m: HigherHRNetDecoder(COCO)(m(17), m(17), m(17, 2)),
+    lambda m: PAFDecoder(COCO)(m(17), m(66)),
+    lambda m: SPMDecoder(COCO)(m(1), m(34), m(17)),
+    lambda m: SPMDecoder(COCO)(m(1), m(34)),
+])
+def test_empty_batch_gives_empty_list(make):
+    assert make(lambda c, f=1: torch.zeros(0, c, 16 * f, 16 * f)) == []
+
+
 def test_non_finite_maps_give_finite_poses():
     maps = AECodec(COCO).ideal_outputs(crowd(3), SIZE)
     heat, tags = maps["heatmaps"][None].clone(), maps["tags"][None].clone()
@@ -340,12 +351,28 @@ def test_float16_maps_decode_like_float32():
 def test_channels_last_maps_decode_like_contiguous(method):
     """A network run in channels-last memory format hands the decoders maps with permuted strides."""
     codec = CODECS[method](COCO)
-    batch = {k: v[None] for k, v in codec.ideal_outputs(crowd(5, seed=3), SIZE).items()}
+    images = [codec.ideal_outputs(people, SIZE) for people in (crowd(5, seed=3), crossing_pair())]
+    batch = {k: torch.stack([o[k] for o in images]) for k in images[0]}
     strided = {k: v.movedim(1, -1).contiguous().movedim(-1, 1) for k, v in batch.items()}
     assert not all(v.is_contiguous() for v in strided.values())
-    expected, got = codec.decode(batch)[0], codec.decode(strided)[0]
-    torch.testing.assert_close(got.keypoints, expected.keypoints, atol=0, rtol=0)
-    torch.testing.assert_close(got.scores, expected.scores, atol=0, rtol=0)
+    for expected, got in zip(codec.decode(batch), codec.decode(strided), strict=True):
+        torch.testing.assert_close(got.keypoints, expected.keypoints, atol=0, rtol=0)
+        torch.testing.assert_close(got.scores, expected.scores, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", CODECS)
+def test_channel_slices_of_one_output_decode_like_separate_maps(method):
+    """Heads often emit one tensor that callers slice into the decoder's arguments: non-contiguous views."""
+    codec = CODECS[method](COCO)
+    images = [codec.ideal_outputs(people, SIZE) for people in (crowd(4, seed=6), person((256.0, 250.0), 260.0)[None])]
+    batch = {k: torch.stack([o[k] for o in images]) for k in images[0]}
+    same_size = [k for k in batch if batch[k].shape[-2:] == next(iter(batch.values())).shape[-2:]]
+    combined = torch.cat([batch[k] for k in same_size], dim=1)
+    sliced = dict(batch, **dict(zip(same_size, combined.split([batch[k].shape[1] for k in same_size], dim=1))))
+    assert not all(sliced[k].is_contiguous() for k in same_size)
+    for expected, got in zip(codec.decode(batch), codec.decode(sliced), strict=True):
+        torch.testing.assert_close(got.keypoints, expected.keypoints, atol=0, rtol=0)
+        torch.testing.assert_close(got.scores, expected.scores, atol=0, rtol=0)
 
 
 def test_import_stays_light():

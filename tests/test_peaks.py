@@ -61,6 +61,12 @@ def test_top_k_keeps_the_strongest():
     assert peaks.y[0, 0].tolist() == [6.0, 14.0]
 
 
+def test_empty_batch_or_no_channels_give_empty_peaks():
+    for shape in ((0, 17, 8, 8), (2, 0, 8, 8)):
+        peaks = find_peaks(torch.zeros(shape))
+        assert peaks.x.shape == peaks.valid.shape == (*shape[:2], 0)
+
+
 def test_equal_peaks_rank_in_row_major_order_on_every_reader():
     high, low = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8)
     high[0, 0, 5, 9] = high[0, 0, 2, 2] = 0.8  # (5, 9) comes first in the aggregated reader's cell layout

@@ -91,6 +91,8 @@ class AEDecoder(PoseSelection):
         at each peak pixel's centre.
         """
         b, k, h, w = heatmaps.shape
+        if b == 0:
+            return []
         d = tags.shape[2]
         # One peak search serves both grouping (strong peaks) and filling (weaker peaks down to fill_threshold).
         threshold = min(self.detection_threshold, self.fill_threshold) if self.fill_missing else self.detection_threshold

@@ -247,6 +247,9 @@ def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: flo
         raise ValueError(f"unknown refine mode {refine!r}; choose one of {REFINE_MODES}")
     reader = heatmaps if isinstance(heatmaps, HeatmapReader) else DenseMaps(heatmaps)
     b, k, h, w = reader.shape
+    if b * k == 0:
+        empty = torch.zeros(b, k, 0, device=reader.device)
+        return Peaks(x=empty, y=empty, index=empty.long(), score=empty, valid=empty.bool())
     pad = max(kernel // 2, 1)
     hp, wp = h + 2 * pad, w + 2 * pad
     # On CPU the padded buffer is made for a few images at a time: a fresh allocation beyond glibc's mmap threshold

@@ -112,6 +112,8 @@ class SPMDecoder(PoseSelection):
             checks.check_same_batch_and_size("root_heatmap", root_heatmap, "heatmaps", heatmaps)
             heatmaps = checks.as_float(heatmaps)
         b, _, h, w = root.shape
+        if b == 0:
+            return []
         snapping = heatmaps is not None and self.snap is not None
         if snapping:
             # One peak search serves the roots and the joint heatmaps: on CPU each search has a fixed cost that
