@@ -16,10 +16,6 @@ import math
 import numpy as np
 
 
-def identity() -> np.ndarray:
-    return np.eye(3)
-
-
 def scaling(sx: float, sy: float | None = None) -> np.ndarray:
     """Resize by ``(sx, sy)`` under the pixel-centre convention: ``x -> sx * (x + 0.5) - 0.5``."""
     sy = sx if sy is None else sy
@@ -87,11 +83,6 @@ def fit_into(width: int, height: int, size: int) -> tuple[np.ndarray, float]:
 def cv2_matrix(matrix: np.ndarray) -> np.ndarray:
     """The 2x3 float32 form that ``cv2.warpAffine`` takes."""
     return _as3x3(matrix)[:2].astype(np.float32)
-
-
-def scale_of(matrix: np.ndarray) -> float:
-    """The isotropic scale factor of a similarity transform (geometric mean of the axis scales)."""
-    return float(math.sqrt(abs(np.linalg.det(_as3x3(matrix)[:2, :2]))))
 
 
 def _as3x3(matrix: np.ndarray) -> np.ndarray:

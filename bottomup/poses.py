@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -29,17 +28,6 @@ class Poses:
         if self.scores.shape != self.keypoints.shape[:1]:
             raise ValueError(f"Poses.scores must be [P] with P={self.keypoints.shape[0]}, "
                              f"got {tuple(self.scores.shape)}")
-
-    @classmethod
-    def empty(cls, num_keypoints: int, device: torch.device | str | None = None) -> "Poses":
-        return cls(torch.zeros(0, num_keypoints, 3, device=device), torch.zeros(0, device=device))
-
-    @classmethod
-    def cat(cls, parts: Sequence["Poses"], num_keypoints: int) -> "Poses":
-        """All poses of ``parts`` in one object (not re-sorted)."""
-        if not parts:
-            return cls.empty(num_keypoints)
-        return cls(torch.cat([p.keypoints for p in parts]), torch.cat([p.scores for p in parts]))
 
     def __len__(self) -> int:
         return self.keypoints.shape[0]
@@ -77,8 +65,3 @@ class Poses:
         kpts = self.keypoints.clone()
         kpts[..., :2] = self.keypoints[..., :2] @ m[:, :2].T + m[:, 2]
         return Poses(kpts, self.scores.clone())
-
-    def sorted(self) -> "Poses":
-        """Poses ordered by descending person score."""
-        order = torch.argsort(self.scores, descending=True, stable=True)
-        return self[order]

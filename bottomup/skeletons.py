@@ -126,11 +126,6 @@ class Skeleton:
         except ValueError:
             raise KeyError(f"skeleton {self.name!r} has no keypoint {name!r}; it has {list(self.keypoints)}") from None
 
-    def with_paf_limbs(self, paf_limbs: Sequence[Sequence[int]] | None) -> "Skeleton":
-        """A copy whose default PAF graph is ``paf_limbs`` (``None``: the drawing limbs)."""
-        return Skeleton(self.name, self.keypoints, self.limbs, self.flip_pairs, self.sigmas,
-                        None if paf_limbs is None else _as_pairs(paf_limbs))
-
     @classmethod
     def from_coco_category(cls, category: Mapping[str, Any], sigmas: Sequence[float] | None = None,
                            name: str | None = None) -> "Skeleton":

@@ -168,6 +168,27 @@ def test_spm_snap_weighs_peak_strength_against_distance():
     assert poses.keypoints[0, 4, 2] == 0  # no heatmap evidence for the regressed joint
 
 
+@pytest.mark.parametrize("options, filled", [
+    ({}, (7.0, 3.0)),                         # the weaker peak whose tag agrees
+    ({"fill_candidates": 1}, (3.0, 7.0)),     # only the strongest peak is a candidate
+    ({"fill_threshold": 0.05}, (3.0, 7.0)),   # the agreeing peak is below the threshold
+    ({"fill_threshold": 0.09}, None),         # no candidate left: the joint stays unplaced
+])
+def test_ae_fill_respects_its_threshold_and_candidate_count(options, filled):
+    """Joint b of the one person is found only by filling, from two peaks below the detection threshold."""
+    skeleton = Skeleton(name="pair", keypoints=("a", "b"), limbs=((0, 1),))
+    heat = torch.stack([gaussian_map(16, [(5, 5, 0.9)]), gaussian_map(16, [(3, 7, 0.08), (7, 3, 0.04)])])
+    tags = torch.zeros(2, 16, 16)
+    tags[1, 7, 3] = 2.0  # the stronger b peak's tag disagrees with the person's (0)
+    poses = AEDecoder(skeleton, refine="none", **options)(heat[None], tags[None])[0]
+    assert len(poses) == 1
+    b = poses.keypoints[0, 1]
+    if filled is None:
+        assert b[2] == 0
+    else:
+        assert b[:2].tolist() == list(filled) and b[2] > 0
+
+
 def test_spm_root_and_snap_thresholds_and_limits_stay_separate():
     """Roots and joint peaks come from one search run with the looser of the two settings: each use must still apply
     its own threshold and top-k. Three star people (roots 0.9, 0.6, 0.3); each joint's heatmap peak lies 2 px right

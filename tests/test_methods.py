@@ -21,7 +21,8 @@ from bottomup.decoders.base import PoseSelection
 from bottomup.methods import losses
 from bottomup.methods.base import GroupingMethod
 from bottomup.model_info import model_info
-from bottomup.skeletons import get_skeleton
+from bottomup.methods.spm import derive_hierarchy
+from bottomup.skeletons import COCO, CROWDPOSE, Skeleton, get_skeleton
 
 METHODS = group_options("method")
 TRUNKS = group_options("trunk")
@@ -273,6 +274,30 @@ def test_ae_head_and_loss_with_two_dimensional_tags() -> None:
     total, _ = model.method.build_loss()(prediction, batch_targets(model.method, [scattered_people(3, 64, 5)], 64))
     total.backward()
     assert model.heads[0].final.predict.weight.grad.abs().sum() > 0
+
+
+def mirrors(parents: tuple[int, ...], flip: tuple[int, ...]) -> bool:
+    return all(parents[flip[j]] == (flip[p] if p >= 0 else -1) for j, p in enumerate(parents))
+
+
+def test_spm_hierarchy_is_a_mirror_tree_from_the_torso_out() -> None:
+    coco = derive_hierarchy(COCO)
+    name = COCO.keypoints
+    assert [name[j] for j in range(17) if coco[j] == -1] == ["nose", "left_shoulder", "right_shoulder"]
+    assert name[coco[name.index("left_wrist")]] == "left_elbow"
+    assert name[coco[name.index("right_ankle")]] == "right_knee"
+    for skeleton in (COCO, CROWDPOSE):
+        assert mirrors(derive_hierarchy(skeleton), skeleton.flip_index)
+    # Crossed limbs let a breadth-first search reach right_b from left_a before right_a gets to it.
+    crossed = Skeleton(name="crossed", keypoints=("nose", "left_a", "right_a", "left_b", "right_b"),
+                       limbs=((0, 1), (0, 2), (1, 3), (2, 4), (1, 4), (2, 3)), flip_pairs=((1, 2), (3, 4)))
+    assert derive_hierarchy(crossed) == (-1, -1, -1, 1, 2)
+
+
+def test_flip_channels_leaves_limb_fields_to_their_codec() -> None:
+    codec = build_method("openpose", COCO).codec
+    with pytest.raises(ValueError, match="field"):
+        codec.flip_channels(torch.zeros(1, 66, 4, 4), "field")
 
 
 def test_higherhrnet_deconvolution_module_is_the_published_one() -> None:

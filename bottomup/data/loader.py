@@ -54,7 +54,8 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: 
         dataset: a map-style dataset; ``set_epoch`` on it is called when the loader's epoch changes.
         batch_size: samples per batch (per process when distributed).
         shuffle: shuffle with the ``(seed, epoch)`` order.
-        num_workers: loader processes; each runs with one torch and one OpenCV thread.
+        num_workers: loader processes; each runs with one torch thread (OpenCV keeps its own count, see
+            ``_init_worker``).
         seed: seeds the order and the loader's worker seeds.
         distributed: split the data across the ranks of the initialised ``torch.distributed`` group. As with any
             :class:`DistributedSampler`, the last samples are repeated to give every rank the same count.

@@ -120,7 +120,8 @@ class AEDecoder(PoseSelection):
             kpts = np.stack([x[joints, slot], y[joints, slot], score[joints, slot]], axis=-1) * present[..., None]
             person_scores = kpts[..., 2].mean(axis=1)
             if self.fill_missing:
-                self._fill(kpts, ~present, mean_tags, x, y, score, valid, tag)
+                fillable = valid & (score > self.fill_threshold) & (rank < self.fill_candidates)
+                self._fill(kpts, ~present, mean_tags, x, y, score, fillable, tag)
             device = heatmaps.device
             results.append(self.select(torch.as_tensor(kpts, dtype=torch.float32, device=device),
                                        torch.as_tensor(person_scores, dtype=torch.float32, device=device),

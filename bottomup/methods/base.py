@@ -116,7 +116,16 @@ class Codec(ABC):
         return fused
 
     def flip_channels(self, maps: Tensor, kind: str) -> Tensor:
-        """Mirror ``[B, C, H, W]`` maps of one output kind: swap left/right channels, negate x components."""
+        """Mirror ``[B, C, H, W]`` maps of one joint-indexed output kind and swap their left/right joints.
+
+        ``heatmap`` and ``tag`` maps with a multiple of K channels have their joints swapped (other heatmaps, such as
+        SPM's single root map, are only mirrored); ``displacement`` maps (x then y per joint) also have their x
+        components negated. ``field`` maps follow the codec's limbs, which only the codec knows how to swap: it flips
+        them in its own :meth:`flip_outputs`, and this raises for them.
+        """
+        if kind == "field":
+            raise ValueError("flip_channels cannot flip 'field' outputs: their channels follow the codec's limbs, so "
+                             "the codec must flip them in its own flip_outputs")
         k = self.skeleton.num_keypoints
         perm = torch.as_tensor(self.skeleton.flip_index, device=maps.device)
         maps = maps.flip(-1)

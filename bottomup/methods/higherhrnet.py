@@ -51,7 +51,8 @@ class HigherHRNetCodec(AECodec):
 
     def highres_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """``(W, H)`` of the high-resolution maps: twice the stride-``stride`` maps, as the deconvolution makes them
-        (one more than ``ceil(input / (stride / 2))`` when an input side is not a multiple of ``stride``)."""
+        (``2 * ceil(input / stride)``, which exceeds ``ceil(input / (stride / 2))`` by one for some input sides that
+        are not multiples of ``stride``, e.g. 509 and 510 at stride 4)."""
         width, height = targets.map_size(input_size, self.stride)
         return 2 * width, 2 * height
 
@@ -82,8 +83,7 @@ class HigherHRNetHead(AEHead):
     As in the official code (one deconv, ``CAT_OUTPUT``): ``concat(features [B, C, H, W], stride-4 prediction
     [B, K + K * D, H, W])`` -> ConvTranspose2d 4x4 stride 2 padding 1 (no bias) -> BN -> ReLU -> ``num_blocks``
     BasicBlocks -> 1x1 conv -> ``heatmaps_highres [B, K, 2H, 2W]``. Returns one dict holding both resolutions.
-    ``2H x 2W`` is the codec's stride-2 grid when the input sides are multiples of 4 (else it is one row or column
-    larger).
+    ``2H x 2W`` is the codec's high-resolution grid (:meth:`HigherHRNetCodec.highres_size`) for any input size.
 
     Args:
         deconv_channels: width of the deconvolution module (default: the trunk's width, 32 for HRNet-W32 as

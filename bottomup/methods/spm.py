@@ -29,10 +29,13 @@ def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
 
     The joints with the most limbs (for COCO the shoulders, for CrowdPose neck, shoulders and hips) hang from the
     root; every other joint hangs from its neighbour found first by a breadth-first search from them, which gives
-    root -> torso -> limbs -> extremities. Joints no limb reaches hang from the root, and a joint that is its own
-    mirror image hangs from its nearest such ancestor, so the tree mirrors onto itself under a horizontal flip.
+    root -> torso -> limbs -> extremities. A joint and its mirror image are attached together, to mirrored parents,
+    whenever the mirrored limb exists; joints no limb reaches hang from the root, and a joint that is its own mirror
+    image hangs from its nearest such ancestor. So for a skeleton whose limbs mirror onto themselves the tree does
+    too, which the flip test needs.
     """
     k = skeleton.num_keypoints
+    flip = skeleton.flip_index
     neighbours: list[list[int]] = [[] for _ in range(k)]
     for a, b in skeleton.limbs:
         neighbours[a].append(b)
@@ -45,13 +48,18 @@ def derive_hierarchy(skeleton: Skeleton) -> tuple[int, ...]:
     while queue:
         j = queue.popleft()
         for child in neighbours[j]:
-            if parents[child] == -2:
-                parents[child] = j
-                queue.append(child)
+            if parents[child] != -2:
+                continue
+            parents[child] = j
+            queue.append(child)
+            # Otherwise the search could reach the mirror image first from the other side's joint.
+            mirror = flip[child]
+            if parents[mirror] == -2 and parents[flip[j]] != -2 and flip[j] in neighbours[mirror]:
+                parents[mirror] = flip[j]
+                queue.append(mirror)
     parents = [-1 if p == -2 else p for p in parents]
-    # A mirror tree is needed for the flip test: a joint that is its own mirror image (the nose) cannot hang from a
-    # sided joint (an eye), so it moves up to its nearest unsided ancestor, or the root.
-    flip = skeleton.flip_index
+    # A joint that is its own mirror image (the nose) cannot hang from a sided joint (an eye) in a mirror tree, so it
+    # moves up to its nearest unsided ancestor, or the root.
     for j in range(k):
         if flip[j] == j:
             p = parents[j]
