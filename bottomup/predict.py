@@ -44,9 +44,12 @@ def main(cfg: DictConfig) -> None:
     set_threads(cfg.threads)
     ctx = setup(str(cfg.device))
     path = resolve_path(cfg.checkpoint)
-    model, _ = load_model(path, ctx.device, decoder_overrides(cfg))
+    model, state = load_model(path, ctx.device, decoder_overrides(cfg))
     skeleton = model.codec.skeleton
-    transform = EvalTransform(int(cfg.input_size))
+    # By default the network sees images at the size it was trained at, as evaluation does.
+    input_size = state["config"]["data"]["input_size"] if cfg.input_size is None else cfg.input_size
+    transform = EvalTransform(int(input_size))
+    print(f"images fitted into the network input of {int(input_size)} px", flush=True)
     options = inference.InferenceOptions(flip=bool(cfg.flip))
     out_dir = Path(resolve_path(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)

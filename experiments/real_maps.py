@@ -87,7 +87,7 @@ def run(files: list[dict], annotations, options: dict, repeats: int) -> dict:
         poses = convert(poses, CMU18, COCO).affine(torch.as_tensor(to_image[:2]))
         image_id = int(maps["image_id"])
         ids.append(image_id)
-        results += poses_to_results(image_id, poses)
+        results += poses_to_results(image_id, poses, annotations.file.category["id"])
     metrics = evaluate(annotations.coco, results, COCO.sigmas, ids)
     return {**{k: metrics[k] for k in METRICS},
             "ms/image": 1000 * statistics.median(times)}

@@ -19,10 +19,13 @@ import pytest
 from torch.utils.data import DataLoader, Dataset
 
 from bottomup.cli import friendly_errors, remove_partial_writes, write_atomic
-from bottomup.config import compose
+from bottomup.config import build_method, compose
 from bottomup.errors import ConfigError, DataError
 from bottomup.evaluate import evaluate_checkpoint
-from test_data import _bad, person, write_dataset
+from bottomup.evaluation.coco_eval import load_annotations
+from bottomup.evaluation.oracle import run_oracle
+from bottomup.skeletons import COCO
+from test_data import _bad, category, person, write_dataset
 from test_training import run_app, tiny, tiny_checkpoint  # noqa: F401 (fixtures)
 
 
@@ -73,6 +76,15 @@ def test_oracle_app_repairs_fixable_oddities(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert str(path) in result.stderr and "annotation ids [2]" in result.stderr
     assert json.loads(out.read_text())["results"]["ae"]["AP"] > 0.5
+
+
+def test_results_are_scored_in_the_files_own_keypoint_category(tmp_path: Path) -> None:
+    """COCO-format files number their categories freely; results of category 1 would match nobody in category 7."""
+    joints = {0: (20.0, 12.0), 5: (14.0, 20.0), 6: (26.0, 20.0), 11: (16.0, 34.0), 12: (24.0, 34.0)}
+    path = write_dataset(tmp_path, [person(1, 1, joints, category_id=7)], write_images=False,
+                         categories=[dict(category(), id=7)])
+    report = run_oracle(load_annotations(path), {"ae": build_method("ae", COCO).codec}, input_size=64)
+    assert report["results"]["ae"]["AP"] > 0.9
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -154,8 +166,10 @@ def test_predict_app_reads_grayscale_rgba_and_empty_images_and_names_a_corrupt_o
     cv2.imwrite(str(images / "c_blank.jpg"), np.full((32, 32, 3), 128, np.uint8))
     (images / "d_corrupt.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     out = tmp_path / "out"
-    result = run_app("bottomup.predict", f"checkpoint={tiny_checkpoint}", f"images={images}", "input_size=64",
-                     "device=cpu", f"output_dir={out}", f"hydra.run.dir={out}", cwd=tmp_path)
+    # No input_size: the checkpoint's own (64) is used.
+    result = run_app("bottomup.predict", f"checkpoint={tiny_checkpoint}", f"images={images}", "device=cpu",
+                     f"output_dir={out}", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert "network input of 64 px" in result.stdout
     # The images before the corrupt one were read (as RGB), decoded (nobody: the checkpoint keeps no peak) and drawn.
     for name in ("a_gray.png", "b_rgba.png", "c_blank.jpg"):
         assert f"{name}: 0 people" in result.stdout

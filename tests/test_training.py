@@ -21,9 +21,11 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from bottomup.config import build_trunk, compose
+from bottomup.config import build_method, build_trunk, compose
 from bottomup.data import build_dataset
 from bottomup.errors import CheckpointError, ConfigError
+from bottomup.evaluation import inference
+from bottomup.skeletons import COCO
 from bottomup.training import checkpoint
 from bottomup.training.trainer import CHECKPOINT, LOG, Trainer, read_log
 
@@ -170,6 +172,33 @@ def test_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(t
     trainer = Trainer(compose("train", tiny), tmp_path)
     assert not trainer.resume()
     assert read_log(tmp_path / LOG) == [] and (tmp_path / LOG).read_text() == ""
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_state_restores_from_a_checkpoint_loaded_onto_the_gpu(tmp_path: Path) -> None:
+    """A run resumed on a GPU loads its checkpoint there, RNG states included."""
+    state = {"model": {}, "config": {}, "skeleton": {}, "rng": checkpoint.rng_state()}
+    path = checkpoint.save(tmp_path / "rng.pt", state)
+    expected = torch.rand(4), torch.rand(4, device="cuda")
+    checkpoint.set_rng_state(checkpoint.load(path, map_location="cuda")["rng"])
+    torch.testing.assert_close((torch.rand(4), torch.rand(4, device="cuda")), expected, atol=0, rtol=0)
+
+
+def test_evaluation_runs_the_network_at_the_trained_size_and_other_scales_at_multiples_of_64() -> None:
+    sizes = []
+
+    class Recorder:
+        codec = build_method("ae", COCO).codec
+
+        def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            sizes.append(x.shape[-1])
+            maps = torch.zeros(x.shape[0], 17, -(-x.shape[-2] // 4), -(-x.shape[-1] // 4))
+            return {"heatmaps": maps, "tags": maps}
+
+    out = inference.forward(Recorder(), torch.zeros(2, 3, 160, 160), inference.InferenceOptions(scales=[1.0, 1.5]))
+    assert sizes == [160, 256]
+    assert out["heatmaps"].shape == (2, 17, 40, 40)
 
 
 def test_checkpoint_of_another_method_is_not_resumed(tiny: list[str], tmp_path: Path, keep_threads: None) -> None:

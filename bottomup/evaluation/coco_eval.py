@@ -38,8 +38,9 @@ def bucket_of(count: int) -> str | None:
     return None
 
 
-def poses_to_results(image_id: int, poses: Poses, category_id: int = 1) -> list[dict]:
-    """COCO results entries for one image's poses (already in original image pixels)."""
+def poses_to_results(image_id: int, poses: Poses, category_id: int) -> list[dict]:
+    """COCO results entries for one image's poses (already in original image pixels), in the keypoint category
+    ``category_id`` of the annotation file: COCOeval matches nothing of another category."""
     kpts = poses.keypoints.detach().cpu().numpy().astype(np.float64)
     scores = poses.scores.detach().cpu().numpy().astype(np.float64)
     return [{"image_id": int(image_id), "category_id": int(category_id),

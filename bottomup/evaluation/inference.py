@@ -94,7 +94,8 @@ def forward(model: PoseModel, images: Tensor, options: InferenceOptions) -> Outp
     size = images.shape[-1]
     autocast = mixed_precision(images.device, options.amp)
     for scale in options.scales:
-        side = max(_SIZE_MULTIPLE, _SIZE_MULTIPLE * round(size * scale / _SIZE_MULTIPLE))
+        # Scale 1 is the size the network was trained at, whatever it is.
+        side = size if scale == 1 else max(_SIZE_MULTIPLE, _SIZE_MULTIPLE * round(size * scale / _SIZE_MULTIPLE))
         actual = side / size
         x = images if side == size else F.interpolate(images, size=(side, side), mode="bilinear",
                                                       align_corners=False)
@@ -160,7 +161,7 @@ def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, dev
                 to_image = torch.as_tensor(geometry.invert(matrix.numpy())[:2])
                 poses = poses.to("cpu").affine(to_image)
                 out.image_ids.append(image_id)
-                out.results += coco_eval.poses_to_results(image_id, poses)
+                out.results += coco_eval.poses_to_results(image_id, poses, dataset.file.category["id"])
             n = len(batch_indices)
             out.forward_ms += [1000 * forward_s / n] * n
             out.decode_ms += [1000 * decode_s / n] * n

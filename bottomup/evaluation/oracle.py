@@ -77,6 +77,7 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
     sigmas = annotations.skeleton.sigmas
     selected = sorted(coco.getImgIds()) if image_ids is None else sorted(int(i) for i in image_ids)
     people = {i: image_people(coco, i) for i in selected}
+    category_id = annotations.file.category["id"]
     image_ids = [i for i, p in people.items() if len(p)]
     results: dict[str, list[dict]] = {name: [] for name in codecs}
     times: dict[str, dict[int, float]] = {name: {} for name in codecs}
@@ -85,7 +86,7 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
         for name, codec in codecs.items():
             poses, times[name][image_id] = oracle_poses(codec, people[image_id], (info["width"], info["height"]),
                                                         input_size, degradation, seed, image_id)
-            results[name] += coco_eval.poses_to_results(image_id, poses)
+            results[name] += coco_eval.poses_to_results(image_id, poses, category_id)
         if progress and (n + 1) % 50 == 0:
             print(f"  {n + 1}/{len(image_ids)} images", flush=True)
     counts = {i: len(people[i]) for i in image_ids}
