@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bottomup.data import CocoKeypoints, SyntheticPaths, describe, ensure_synthetic
+from bottomup.data import synthetic
 from bottomup.data.synthetic import MARKER, generate_split
 from bottomup.errors import DataError
 from bottomup.skeletons import COCO, Skeleton
@@ -128,3 +129,24 @@ def test_a_foreign_folder_is_never_replaced(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=str(root)):
         ensure_synthetic(root, num_train=2, num_val=1)
     assert (root / "notes.txt").read_text() == "keep me"
+
+
+def test_a_process_finishing_second_keeps_the_cache_of_the_first(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes (one per GPU) generate at once; the second to finish must not replace the first one's cache,
+    which that process may already be reading."""
+    root = tmp_path / "cache"
+    generate = synthetic.generate_split
+    first: list[int] = []
+
+    def generate_while_another_process_finishes(*args, **kwargs):
+        if not first:
+            first.append(0)
+            ensure_synthetic(root, num_train=2, num_val=1, image_size=32)
+            first[0] = (root / MARKER).stat().st_ino
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "generate_split", generate_while_another_process_finishes)
+    ensure_synthetic(root, num_train=2, num_val=1, image_size=32)
+    assert (root / MARKER).stat().st_ino == first[0]
+    assert not [p for p in tmp_path.iterdir() if p != root]

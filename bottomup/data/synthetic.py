@@ -137,6 +137,9 @@ def ensure_synthetic(root: str | Path, num_train: int = 1000, num_val: int = 200
             dataset = generate_split(paths.images(split), split, count, (low, high), seed)
             paths.annotations(split).write_text(json.dumps(dataset, separators=(",", ":")))
         (tmp / MARKER).write_text(json.dumps(params))
+        if _marker_matches(root, params):
+            # Another process finished first and may already be reading its copy: keep it, drop ours.
+            return SyntheticPaths.at(root)
         if root.exists():
             # An empty folder or a cache made with other parameters (checked above): move it aside, then delete.
             stale = root.with_name(f"{root.name}.old-{uuid.uuid4().hex}")

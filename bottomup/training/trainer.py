@@ -155,7 +155,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.train_seconds = 0.0
-        self.writer = self._tensorboard()
+        self.writer = None  # TensorBoard, opened by fit once it knows the step it resumes at
 
     # -- state ------------------------------------------------------------------------------------------------------
 
@@ -236,6 +236,16 @@ class Trainer:
                   f"{self.run_dir}", flush=True)
         if not resumed and cfg.trunk.get(PRETRAINED):
             self._load_pretrained(resolve_path(cfg.trunk[PRETRAINED]))
+        self.writer = self._tensorboard(resumed_at=self.step)
+        try:
+            return self._run_epochs()
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+
+    def _run_epochs(self) -> dict[str, Any]:
+        cfg = self.cfg
         metrics: dict[str, Any] = {}
         while self.epoch < int(cfg.epochs):
             start = time.perf_counter()
@@ -328,11 +338,14 @@ class Trainer:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     self.writer.add_scalar(f"{entry['type']}/{key}", value, self.step)
 
-    def _tensorboard(self):
+    def _tensorboard(self, resumed_at: int):
+        """A TensorBoard writer on the main process when tensorboard is installed. Events logged after step
+        ``resumed_at`` (the checkpoint's) by a killed run are dropped, as the JSONL log's are."""
         if not self.ctx.main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        purge_step = resumed_at + 1 if resumed_at else None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
