@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,27 @@ PRETRAINED = "pretrained"
 # data) hold wherever a command is launched; paths typed by the user are relative to where they are.
 if not OmegaConf.has_resolver("repo"):
     OmegaConf.register_new_resolver("repo", lambda path="": str(REPO_ROOT / path))
+
+
+def run_name(overrides: Sequence[str], excluded: Sequence[str]) -> str:
+    """The folder name of a run: its command-line ``overrides`` (``key=value``), sorted and joined by commas.
+
+    Left out are the keys matching a pattern of ``excluded`` (``fnmatch``: ``*`` matches any text, dots included, so
+    ``method.decoder.*`` covers every decoder option), so that options which do not change what a run learns can
+    change without starting a new run; ``/`` in values becomes ``_``, so a path never nests folders. Hydra's own
+    ``override_dirname`` matches whole keys only and keeps the slashes.
+    """
+    kept = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not any(fnmatch.fnmatchcase(key, pattern) for pattern in excluded):
+            kept.append(override.replace("/", "_"))
+    return ",".join(sorted(kept))
+
+
+# ``${run_name:${hydra:overrides.task},[pattern, ...]}`` names run folders (conf/train.yaml, conf/compare.yaml).
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

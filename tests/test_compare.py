@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from bottomup.compare import changed_settings, run_config
-from bottomup.config import compose, group_options
+from bottomup.config import CONF_DIR, compose, group_options, run_name
 from bottomup.errors import ConfigError
 from bottomup.evaluation.report import COSTS, GRID_CELLS, METRICS, PLOTS
 from bottomup.report import main as report_main
@@ -100,6 +101,27 @@ def test_report_on_a_compare_folder(compared: tuple[Path, subprocess.CompletedPr
     comparison = json.loads((tmp_path / "comparison.json").read_text())
     assert list(comparison["methods"]) == list(METHODS) and set(comparison["oracle_grid"]) == set(METHODS)
     assert {p.name for p in tmp_path.glob("*.png")} == set(PLOTS)
+
+
+def folder_name(app: str, overrides: list[str]) -> str:
+    """The run folder name ``app``'s config gives a command line with ``overrides``."""
+    hydra = OmegaConf.load(CONF_DIR / f"{app}.yaml").hydra
+    folder = OmegaConf.to_container(hydra.run, resolve=False)["dir"]
+    assert folder.endswith("/${run_name:${hydra:overrides.task},${hydra:job.config.override_dirname.exclude_keys}}")
+    return run_name(overrides, list(hydra.job.config.override_dirname.exclude_keys))
+
+
+def test_run_folders_are_named_by_what_changes_learning() -> None:
+    # Decoder options, paths and evaluation settings change how a run is read, not what it learns: same folder.
+    assert folder_name("train", ["method=spm", "optim.lr=1e-3", "method.decoder.snap=null", "+method.decoder.x=1",
+                                 "data.root=/data/coco", "eval.flip=true", "epochs=40"]) == "optim.lr=1e-3"
+    assert folder_name("train", ["method.head.stages=1", "data.input_size=256"]) == \
+        "data.input_size=256,method.head.stages=1"
+    assert folder_name("compare", ["+method_overrides.spm.decoder.snap=null", "data.root=/data/coco",
+                                   "+method_overrides.openpose.head.stages=1", "oracle.levels.noise=[0.1]"]) == \
+        "+method_overrides.openpose.head.stages=1"
+    # A slash in a kept value must not nest folders.
+    assert run_name(["trunk.pretrained=/w/hrnet.pth"], []) == "trunk.pretrained=_w_hrnet.pth"
 
 
 def test_run_config_takes_compare_settings_and_keeps_the_method() -> None:
