@@ -368,6 +368,14 @@ def test_missing_bbox_comes_from_segmentation(tmp_path: Path) -> None:
     assert ds.coco.anns[1]["area"] == box[2] * box[3]
 
 
+def test_missing_bbox_with_only_degenerate_polygons_comes_from_the_keypoints(tmp_path: Path) -> None:
+    # A 4-number "polygon" is no region (pycocotools would read it as a box), so the keypoints give the box.
+    ann = person(1, 1, {0: (12.0, 13.0), 5: (20.0, 30.0)}, segmentation=[[1, 2, 3, 4]])
+    del ann["bbox"], ann["area"]
+    ds = CocoKeypoints(write_dataset(tmp_path, [ann]), tmp_path / "images", input_size=32)
+    assert ds.coco.anns[1]["bbox"] == [12.0, 13.0, 8.0, 17.0]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Images and samples
 

@@ -288,8 +288,8 @@ class _Repair:
             if box.shape != (4,) or not np.isfinite(box).all():
                 raise self.error(ann, "bbox", f"is {ann['bbox']!r}, expected 4 finite numbers (x, y, w, h).")
             return box.tolist()
-        if ann.get("segmentation"):
-            rle = _segmentation_rle(ann, image["height"], image["width"])
+        rle = _segmentation_rle(ann, image["height"], image["width"]) if ann.get("segmentation") else None
+        if rle is not None:
             return mask_utils.toBbox(rle).tolist()
         labelled = kpts[kpts[:, 2] > 0, :2]
         if len(labelled):
