@@ -1,6 +1,8 @@
 # bottomup: `make compare` runs the main job, `make test` the tests; each sets up .venv on first use.
-# CPU machines get the CPU build of torch pinned below. GPU users: install the CUDA build of torch into .venv first
-# (see README), or run `make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`.
+# torch is pinned below; where pip's configuration does not provide the CPU wheel (plain PyPI serves Linux the CUDA
+# build), run `make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`. GPU users: install
+# the CUDA build into .venv first (see README), e.g. `make setup TORCH="torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cu128"`.
 
 PYTHON ?= python3
 VENV ?= .venv
