@@ -50,7 +50,6 @@ def test_compare_writes_the_comparison(compared: tuple[Path, subprocess.Complete
         cells = comparison["oracle_grid"][method]
         for detection, grouping in GRID_CELLS:
             assert set(METRICS) <= set(cells[detection][grouping])
-        assert cells["predicted"]["predicted"]["AP"] == entry["AP"]
     kinds = comparison["oracle_study"]["kinds"]
     assert {k: v["levels"] for k, v in kinds.items()} == {"noise": [0, 0.1], "jitter": [0, 0.5], "dropout": [0, 0.2]}
     # Ideal maps decode to most of the people (the pure oracle cell is the study's level 0 on the same images).

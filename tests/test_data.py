@@ -235,6 +235,7 @@ def test_loader_is_deterministic_across_worker_counts_and_reshuffles_per_epoch()
         return list(loader)
 
     serial, parallel = batches(0, 0), batches(2, 0)
+    assert len(serial) == len(parallel) == 3
     for x, y in zip(serial, parallel):
         torch.testing.assert_close(x["image"], y["image"], rtol=0, atol=0)
         torch.testing.assert_close(x["meta"]["image_id"], y["meta"]["image_id"])

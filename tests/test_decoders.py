@@ -29,6 +29,8 @@ CODECS = {
 SIZE = (512, 512)
 # Ideal maps carry sub-pixel centres, so decoded keypoints land within a fraction of an input pixel.
 TOLERANCE = 0.25
+# Float16 maps (mixed-precision heads) move refined peaks by a few thousandths of an input pixel (0.007 measured).
+HALF_TOLERANCE = 0.05
 
 
 def decode_ideal(codec, people: np.ndarray, size=SIZE):
@@ -219,10 +221,16 @@ def test_spm_root_and_snap_thresholds_and_limits_stay_separate():
 
 
 def test_spm_without_heatmaps_keeps_regressed_joints():
+    """Snapping is on by default but needs heatmaps: without them the regressed joints stand, here 1.5 map px right
+    of the true ones."""
     people = crowd(3, seed=1)
     codec = SPMCodec(COCO, with_heatmaps=False)
     assert codec.decoder.snap is not None
-    assert_recovers(people, decode_ideal(codec, people))
+    outputs = codec.ideal_outputs(people, SIZE)
+    outputs["displacements"][0::2] += 1.5
+    shifted = people.copy()
+    shifted[..., 0] += 1.5 * codec.stride
+    assert_recovers(shifted, codec.decode({k: v[None] for k, v in outputs.items()})[0])
     with pytest.raises(ValueError, match="snap must be positive"):
         SPMDecoder(COCO, snap=0.0)
 
@@ -364,8 +372,10 @@ def test_non_finite_maps_give_finite_poses():
 def test_float16_maps_decode_like_float32():
     codec = PAFCodec(COCO)
     outputs = {k: v[None] for k, v in codec.ideal_outputs(crowd(4), SIZE).items()}
+    full = codec.decode(outputs)[0]
     half = codec.decode({k: v.half() for k, v in outputs.items()})[0]
-    assert_recovers(crowd(4), half, tolerance=1.0)
+    assert len(half) == len(full) == 4
+    torch.testing.assert_close(half.keypoints, full.keypoints, atol=HALF_TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("method", CODECS)

@@ -22,6 +22,7 @@ def test_subpixel_peaks_are_exact():
     points = [(5.3, 7.8), (20.0, 20.0), (12.49, 25.51)]
     peaks = find_peaks(gaussians(points), kernel=3, threshold=0.1)
     found = sorted(zip(peaks.x[0, 0][peaks.valid[0, 0]].tolist(), peaks.y[0, 0][peaks.valid[0, 0]].tolist()))
+    assert len(found) == len(points)
     for (x, y), (fx, fy) in zip(sorted(points), found):
         assert fx == pytest.approx(x, abs=1e-3) and fy == pytest.approx(y, abs=1e-3)
 
@@ -98,13 +99,16 @@ def test_peak_search_in_image_chunks_equals_whole_batch(monkeypatch, aggregated)
 def test_dense_and_sparse_paths_agree():
     torch.manual_seed(0)
     smooth = F.avg_pool2d(torch.rand(2, 3, 40, 40), 5, 1, 2)
+    threshold = smooth.quantile(0.97).item()
     dense = find_peaks(smooth, kernel=3, threshold=0.0, max_peaks=400)  # most pixels above: dense path
-    sparse = find_peaks(smooth, kernel=3, threshold=smooth.quantile(0.97).item(), max_peaks=400)
-    def found(peaks):
-        b, k, _ = torch.nonzero(peaks.valid, as_tuple=True)
-        return set(zip(b.tolist(), k.tolist(), peaks.index[peaks.valid].tolist()))
+    sparse = find_peaks(smooth, kernel=3, threshold=threshold, max_peaks=400)
 
-    assert found(sparse) and found(sparse) <= found(dense)
+    def found(peaks, above):
+        keep = peaks.valid & (peaks.score > above)
+        b, k, _ = torch.nonzero(keep, as_tuple=True)
+        return set(zip(b.tolist(), k.tolist(), peaks.index[keep].tolist(), peaks.x[keep].tolist()))
+
+    assert found(sparse, threshold) and found(sparse, threshold) == found(dense, threshold)
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5])

@@ -58,10 +58,11 @@ class SPMDecoder(PoseSelection):
     ``heatmaps [B, K, H, W]``. Returns one :class:`Poses` per image, coordinates in the root heatmap's grid.
 
     Keypoint scores are the joint heatmap values at the regressed positions; the person score is the root score
-    times the mean keypoint score. Without heatmaps, keypoints and person both score the root score. With heatmaps and ``snap``, each regressed joint is
-    replaced by the peak of its joint heatmap (NMS ``nms_kernel``, above ``snap_threshold``, the ``top_k`` strongest)
-    with the largest score x Gaussian of distance, sigma ``snap`` times the person's size (the square root of the
-    area of its regressed joints' box), and scored by that peak; people may share a peak.
+    times the mean keypoint score. Without heatmaps, keypoints and person both score the root score. With heatmaps
+    and ``snap``, each regressed joint is replaced by the peak of its joint heatmap (NMS ``nms_kernel``, above
+    ``snap_threshold``, the ``top_k`` strongest) with the largest score x Gaussian of distance, sigma ``snap`` times
+    the person's size (the square root of the area of its regressed joints' box), and scored by that peak; people
+    may share a peak.
 
     Args:
         skeleton: keypoint layout.
