@@ -14,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bottomup.config import PRETRAINED, build_trunk, group_options, load_group
 from bottomup.errors import CheckpointError
+from bottomup.methods.targets import map_size
 from bottomup.trunks.base import Trunk, load_pretrained
 
 TRUNKS = group_options("trunk")
@@ -99,11 +100,13 @@ def test_forward_backward_matches_feature_info(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["hrnet_w8_small", "hourglass_small"])
-def test_input_sides_not_multiple_of_the_coarsest_stride(name: str) -> None:
+@pytest.mark.parametrize("height, width", [(72, 88), (66, 69), (65, 71)])
+def test_input_sides_not_multiple_of_the_coarsest_stride(name: str, height: int, width: int) -> None:
+    """Every trunk's stride-4 maps have the codecs' size, ceil(side / 4), whatever the sides."""
     trunk = build_trunk(name)
     heads = with_heads(trunk)
-    outputs = trunk.run(torch.randn(2, 3, 72, 88), heads)
-    assert outputs[-1]["heatmaps"].shape == (2, 3, 18, 22)
+    outputs = trunk.run(torch.randn(2, 3, height, width), heads)
+    assert outputs[-1]["heatmaps"].shape == (2, 3, *reversed(map_size((width, height), 4)))
 
 
 def test_hrnet_returns_all_branches_on_request() -> None:

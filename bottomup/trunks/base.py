@@ -8,6 +8,7 @@ next stack; single-stack trunks call one head once. :meth:`Trunk.run` hides the 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -82,6 +83,10 @@ def load_pretrained(trunk: nn.Module, path: str | os.PathLike) -> PretrainedLoad
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1]
+        raise CheckpointError(f"cannot read pretrained trunk weights {path}: it holds objects other than tensors and "
+                              f"plain containers, which are not loaded from a weights file ({reason})") from None
     except (OSError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"cannot read pretrained trunk weights {path}: {err}") from None
     for key in ("state_dict", "model"):

@@ -1,4 +1,7 @@
-"""Stacked Hourglass (Newell et al. 2016), as used by Associative Embedding (Newell et al. 2017).
+"""Stacked Hourglass (Newell et al. 2016), with the sizes Associative Embedding uses (Newell et al. 2017).
+
+Built from the 2016 hourglass's residual modules; AE's own code widens the levels the same way (+128 channels per
+level) but builds them from plain conv-ReLU layers.
 
 A stride-4 stem, then ``num_stacks`` hourglasses. Each stack's features go to that stack's head, and the head's
 prediction is fed back, with the features, into the input of the next stack (intermediate supervision).
@@ -62,8 +65,8 @@ class Hourglass(nn.Module):
 
 
 class StackedHourglass(Trunk):
-    """Stacked Hourglass trunk: ``images [B, 3, H, W]`` -> each stack's ``[B, channels, H / 4, W / 4]`` features,
-    handed to that stack's head by :meth:`run`.
+    """Stacked Hourglass trunk: ``images [B, 3, H, W]`` -> each stack's features
+    ``[B, channels, ceil(H / 4), ceil(W / 4)]``, handed to that stack's head by :meth:`run`.
 
     Args:
         num_stacks: hourglasses in sequence, each with its own head (Newell 2016: 8; AE: 4).
@@ -85,7 +88,8 @@ class StackedHourglass(Trunk):
         self.stem = nn.Sequential(
             conv_bn(3, STEM_CHANNELS, 7, stride=2),
             Residual(STEM_CHANNELS, STEM_RESIDUAL_CHANNELS),
-            nn.MaxPool2d(2, 2),
+            # Rounding up, like the stride-2 conv before it, gives ceil(side / 4): the codecs' map size.
+            nn.MaxPool2d(2, 2, ceil_mode=True),
             Residual(STEM_RESIDUAL_CHANNELS, STEM_RESIDUAL_CHANNELS),
             Residual(STEM_RESIDUAL_CHANNELS, channels),
         )
