@@ -28,6 +28,7 @@ from bottomup.evaluation import inference
 from bottomup.skeletons import COCO
 from bottomup.training import checkpoint
 from bottomup.training.trainer import CHECKPOINT, LOG, Trainer, read_log
+from bottomup.trunks.base import load_pretrained
 
 # The smallest useful run: 6 optimizer steps an epoch, a metric line every step, evaluation after the last epoch.
 TINY = ["trunk=hrnet_w8_small", "method=ae", "data.synthetic.num_train=24", "data.synthetic.num_val=8",
@@ -234,6 +235,16 @@ def test_a_run_starts_from_pretrained_trunk_weights_and_resumes_without_them(
     again = Trainer(run, tmp_path / "run")
     again.fit()
     assert again.epoch == 1 and "resuming at epoch 1" in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_this_library_gives_pretrained_trunk_weights(tiny_checkpoint: Path, tiny: list[str]) -> None:
+    """Checkpoints hold only what ``torch.load(weights_only=True)`` reads (the RNG states included), so one run's
+    checkpoint can start another's trunk."""
+    trunk = build_trunk(compose("train", tiny).trunk)
+    loaded = load_pretrained(trunk, tiny_checkpoint)
+    assert loaded.loaded == len(trunk.state_dict()) and loaded.missing == ()
+    saved = checkpoint.load(tiny_checkpoint)["model"]
+    assert all(torch.equal(v, saved[f"trunk.{k}"]) for k, v in trunk.state_dict().items())
 
 
 def test_checkpoint_resumes_under_new_decoder_options(tiny: list[str], tmp_path: Path, keep_threads: None) -> None:

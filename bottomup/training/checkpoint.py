@@ -43,8 +43,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of every random generator a run draws from."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The state of every random generator a run draws from, in types ``torch.load(weights_only=True)`` accepts (numpy's
+    key array as a tensor), so that a checkpoint also serves as pretrained trunk weights."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -54,7 +57,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore :func:`rng_state`'s generators. The torch states must be CPU byte tensors, wherever ``torch.load``'s
     ``map_location`` put them (a run resumed on a GPU loads its checkpoint onto it)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    keys = keys.cpu().numpy() if isinstance(keys, torch.Tensor) else keys  # checkpoints before the tensor form
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
