@@ -30,6 +30,8 @@ from bottomup.errors import BottomupError, DataError
 from bottomup.evaluation.report import COSTS, METRICS, read_json, summary, write_report
 
 COMPARISON = "comparison.json"
+# Apps whose output folders (an evaluation written inside a run folder, say) are not runs.
+NOT_RUNS = ("evaluate", "predict", "oracle", "model_info")
 # What a run folder's metrics.json contributes to a comparison entry.
 ENTRY_KEYS = (*METRICS, *COSTS, "by_people", "images", "epochs")
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -93,7 +95,7 @@ def collect_compare(folder: Path) -> dict[str, Any]:
 def collect_sweep(folder: Path) -> dict[str, Any]:
     """Every run below a sweep folder (or the folder itself, if it is a run), plus the expected ones that are absent."""
     runs = {tuple(_job_overrides(path.parent.parent)): path.parent.parent
-            for path in sorted(folder.rglob(".hydra/config.yaml"))}
+            for path in sorted(folder.rglob(".hydra/config.yaml")) if _app_of(path.parent.parent) not in NOT_RUNS}
     if not runs:
         raise DataError(f"{folder} holds no runs: neither {COMPARISON} (a compare folder) nor run folders with "
                         f".hydra/config.yaml (a sweep or a run of bottomup.train)")
@@ -164,6 +166,12 @@ def job_labels(jobs: Sequence[Sequence[str]], runs: dict[tuple[str, ...], Path])
         label = " ".join(parts) or _method_name(runs.get(tuple(job)))
         labels.append(label if label not in labels else f"{label} #{len(labels) + 1}")
     return labels
+
+
+def _app_of(run_dir: Path) -> str | None:
+    """The Hydra app that wrote ``run_dir`` (``train`` for ``python -m bottomup.train``), if it says."""
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    return OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.name") if hydra_yaml.exists() else None
 
 
 def _job_overrides(run_dir: Path) -> list[str]:

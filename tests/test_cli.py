@@ -140,6 +140,16 @@ def test_evaluation_changes_decoder_options_of_the_checkpoint(tiny_checkpoint: P
         evaluate_checkpoint(cfg)
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_decode_time_by_crowd_size_only_from_one_image_per_call(tiny_checkpoint: Path, tmp_path: Path,
+                                                                batch_size: int) -> None:
+    """A batch's decode time shared out over images of every crowd size would say nothing about any of them."""
+    cfg = compose("evaluate", [f"checkpoint={tiny_checkpoint}", f"batch_size={batch_size}", "device=cpu",
+                               f"output_dir={tmp_path}"])
+    by_people = evaluate_checkpoint(cfg)["by_people"]
+    assert by_people and all(("decode_ms" in entry) == (batch_size == 1) for entry in by_people.values())
+
+
 def test_evaluating_on_other_keypoints_names_data_and_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     # A CrowdPose-layout file (14 keypoints) against a COCO-17 checkpoint.
     (tmp_path / "json").mkdir()

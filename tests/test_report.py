@@ -13,9 +13,11 @@ import pytest
 
 from bottomup.evaluation.report import COSTS, METRICS, PLOTS
 from bottomup.report import collect, job_labels, main
+from test_training import run_app
 
+# One image per evaluation call, so the runs time their decoding per image (and by crowd size).
 TINY = ["epochs=1", "workers=0", "threads=1", "log_every=1", "data.synthetic.num_train=16", "data.synthetic.num_val=8",
-        "data.input_size=64"]
+        "data.input_size=64", "eval.batch_size=1"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,19 @@ def test_report_on_one_run_folder(sweep: Path) -> None:
     run = next(p.parent.parent for p in sweep.rglob(".hydra/config.yaml") if "batch_size=4," in str(p))
     methods = collect(run)["methods"]
     assert len(methods) == 1 and next(iter(methods.values()))["status"] == "done"
+
+
+def test_evaluations_written_inside_a_run_are_not_runs(sweep: Path, tmp_path: Path) -> None:
+    copy = copy_of(sweep, tmp_path)
+    run = next(p.parent.parent for p in copy.rglob(".hydra/config.yaml") if "batch_size=4," in str(p))
+    out = run / "eval_on_val"
+    # Quoted: the sweep's run folder names hold '=' and ','.
+    result = run_app("bottomup.evaluate", f"checkpoint='{run / 'checkpoint.pt'}'", "device=cpu",
+                     f"output_dir='{out}'", f"hydra.run.dir='{out}'", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (out / ".hydra" / "config.yaml").exists()
+    assert len(collect(copy)["methods"]) == 4
+    assert len(collect(run)["methods"]) == 1
 
 
 def test_report_on_a_folder_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

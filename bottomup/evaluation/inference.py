@@ -67,13 +67,14 @@ def first_images(dataset: CocoKeypoints, max_images: int | None) -> range:
 
 @dataclass
 class InferenceResult:
-    """COCO results of every image plus timings; ``image_ids``, ``forward_ms`` and ``decode_ms`` (ms per image) in
-    the order the images ran."""
+    """COCO results of every image plus timings; ``image_ids``, ``forward_ms`` and ``decode_ms`` (ms per image: a
+    batch's time shared out over its images) in the order the images ran; ``batch_size`` images per call."""
 
     results: list[dict] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
     forward_ms: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
+    batch_size: int = 1
 
 
 def resize_outputs(codec: Codec, outputs: Outputs, scale: float) -> Outputs:
@@ -128,7 +129,7 @@ def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, dev
     model.eval()
     codec = model.codec
     indices = list(range(len(dataset))) if indices is None else list(indices)
-    out = InferenceResult()
+    out = InferenceResult(batch_size=options.batch_size)
     device = torch.device(device)
     batches = [indices[i:i + options.batch_size] for i in range(0, len(indices), options.batch_size)]
     iterator = batches
@@ -171,15 +172,17 @@ def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, dev
 def score(dataset: CocoKeypoints, inference: InferenceResult, verbose: bool = False) -> dict:
     """COCO metrics of an inference run, AP and median decode ms by people per image, and median ms per image.
 
-    ``by_people[bucket]["decode_ms"]`` is a per-image time only when the images ran one per batch.
+    ``by_people[bucket]["decode_ms"]`` is given only when the images ran one per batch: a batch's time shared out
+    over images of every crowd size says nothing about any of them.
     """
     ids = sorted(inference.image_ids)
     metrics = coco_eval.evaluate(dataset.coco, inference.results, dataset.skeleton.sigmas, ids, verbose=verbose)
     metrics["by_people"] = coco_eval.evaluate_by_crowd(dataset.coco, inference.results, dataset.skeleton.sigmas, ids)
     decode_ms = dict(zip(inference.image_ids, inference.decode_ms))
     counts = coco_eval.people_per_image(dataset.coco, ids)
-    for bucket, entry in metrics["by_people"].items():
-        entry["decode_ms"] = _median([t for i, t in decode_ms.items() if coco_eval.bucket_of(counts[i]) == bucket])
+    if inference.batch_size == 1:
+        for bucket, entry in metrics["by_people"].items():
+            entry["decode_ms"] = _median([t for i, t in decode_ms.items() if coco_eval.bucket_of(counts[i]) == bucket])
     metrics["images"] = len(ids)
     metrics["decode_ms_per_image"] = _median(inference.decode_ms)
     metrics["forward_ms_per_image"] = _median(inference.forward_ms)
