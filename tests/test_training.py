@@ -114,18 +114,21 @@ def killed_run(tiny: list[str], tmp_path_factory: pytest.TempPathFactory) -> dic
             first.wait()
     log_after_kill = read_log(run_dir / LOG)
     epoch_at_kill = checkpoint.load(run_dir / CHECKPOINT)["epoch"]
+    status_at_kill = json.loads((run_dir / "status.json").read_text())
     restart = run_app("bottomup.train", *args, f"hydra.run.dir={run_dir}", cwd=root)
     with own_threads():
         reference = Trainer(compose("train", args), root / "reference")
         reference_metrics = reference.fit()
     return {"run_dir": run_dir, "log_after_kill": log_after_kill, "epoch_at_kill": epoch_at_kill,
-            "restart": restart, "reference": reference, "reference_metrics": reference_metrics}
+            "status_at_kill": status_at_kill, "restart": restart, "reference": reference, "reference_metrics": reference_metrics}
 
 
 def test_killed_run_resumes_from_its_last_checkpoint_with_a_readable_log(killed_run: dict[str, Any]) -> None:
     restart, run_dir, epoch = killed_run["restart"], killed_run["run_dir"], killed_run["epoch_at_kill"]
     # Killed in its second epoch: the checkpoint of the first is there, and the log held steps past it.
     assert epoch >= 1
+    # status.json followed the epochs (bottomup.report shows how far a live or dead run got).
+    assert killed_run["status_at_kill"] == {"status": "running", "epoch": epoch}
     assert any(e["epoch"] >= epoch for e in killed_run["log_after_kill"])
     assert restart.returncode == 0, restart.stderr
     assert f"resuming at epoch {epoch}" in restart.stdout

@@ -258,6 +258,7 @@ class Trainer:
                 metrics = self.evaluate()
             if self.ctx.main:
                 checkpoint.save(self.run_dir / CHECKPOINT, self.state())
+                write_json(self.run_dir / "status.json", {"status": "running", "epoch": self.epoch})
             barrier(self.ctx)
         if not metrics:
             metrics = self.evaluate()
