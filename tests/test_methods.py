@@ -22,11 +22,10 @@ from bottomup.methods import losses
 from bottomup.methods.base import GroupingMethod
 from bottomup.model_info import model_info
 from bottomup.methods.spm import derive_hierarchy
-from bottomup.skeletons import COCO, CROWDPOSE, Skeleton, get_skeleton
+from bottomup.skeletons import COCO, CROWDPOSE, Skeleton
 
 METHODS = group_options("method")
 TRUNKS = group_options("trunk")
-COCO = get_skeleton("coco")
 PARTS = {
     "openpose": {"heatmap", "paf"},
     "ae": {"heatmap", "pull", "push"},
