@@ -156,3 +156,21 @@ def test_experiment_presets_apply(name: str, trunk: str, method: str, lr: float,
     assert (cfg.trunk.name, cfg.method.name, cfg.data.name, cfg.data.root) == (trunk, method, "coco", "/data/coco")
     assert (cfg.optim.name, cfg.optim.lr, cfg.epochs, list(cfg.optim.milestones)) == ("adam", lr, epochs, milestones)
     assert (cfg.batch_size, cfg.optim.warmup_steps, cfg.data.input_size, cfg.eval.flip) == (batch_size, 500, 512, True)
+
+
+SHORT_CPU = "trunk=hrnet_w16_small optim.lr=5e-3 optim.warmup_steps=100 optim.schedule=cosine".split()
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("cpu10_openpose", ["method=openpose", "epochs=31", "eval_every=31", "method.head.stages=1"]),
+    ("cpu10_ae", ["method=ae", "epochs=34", "eval_every=34", "method.loss.pull_weight=0.03",
+                  "method.loss.push_weight=0.015"]),
+    ("cpu10_higherhrnet", ["method=higherhrnet", "epochs=28", "eval_every=28", "method.loss.pull_weight=0.03",
+                           "method.loss.push_weight=0.015"]),
+    ("cpu10_spm", ["method=spm", "epochs=27", "eval_every=27"]),
+])
+def test_ten_minute_presets_are_the_readme_commands(name: str, overrides: list[str]) -> None:
+    preset = OmegaConf.to_container(compose("train", [f"+experiment={name}"]))
+    spelled_out = OmegaConf.to_container(compose("train", SHORT_CPU + overrides))
+    assert preset == spelled_out
+    assert preset["data"]["name"] == "synthetic" and preset["method"]["name"] == name.removeprefix("cpu10_")
