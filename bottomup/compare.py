@@ -44,7 +44,7 @@ from bottomup.evaluation.report import METRICS, read_json, summary, write_report
 from bottomup.methods.base import Codec
 from bottomup.report import run_entry
 from bottomup.training.distributed import Context, barrier, setup, teardown
-from bottomup.training.trainer import CHECKPOINT, DECODE_ONLY, Trainer, load_model, record_failure
+from bottomup.training.trainer import CHECKPOINT, DECODE_ONLY, STATUS, Trainer, load_model, record_failure
 
 RUNS = "runs"
 RUN_CONFIG = "run_config.json"
@@ -105,7 +105,7 @@ def check_reusable(run_cfg: DictConfig, run_dir: Path) -> bool:
         diff = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in retrain)
         raise ConfigError(f"{run_dir} holds a run of {run_cfg.method.name} trained with other settings ({diff}); "
                           f"delete that folder to retrain, or compare into another folder with hydra.run.dir=...")
-    status = read_json(run_dir / "status.json") or {}
+    status = read_json(run_dir / STATUS) or {}
     return not changed and status.get("status") == "done" and stored.get("eval") == current["eval"] and \
         (run_dir / "metrics.json").exists()
 

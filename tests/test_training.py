@@ -120,7 +120,8 @@ def killed_run(tiny: list[str], tmp_path_factory: pytest.TempPathFactory) -> dic
         reference = Trainer(compose("train", args), root / "reference")
         reference_metrics = reference.fit()
     return {"run_dir": run_dir, "log_after_kill": log_after_kill, "epoch_at_kill": epoch_at_kill,
-            "status_at_kill": status_at_kill, "restart": restart, "reference": reference, "reference_metrics": reference_metrics}
+            "status_at_kill": status_at_kill, "restart": restart, "reference": reference,
+            "reference_metrics": reference_metrics}
 
 
 def test_killed_run_resumes_from_its_last_checkpoint_with_a_readable_log(killed_run: dict[str, Any]) -> None:

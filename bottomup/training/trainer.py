@@ -38,6 +38,7 @@ from bottomup.training.optim import build_optimizer, build_scheduler
 from bottomup.trunks.base import load_pretrained
 
 CHECKPOINT = "checkpoint.pt"
+STATUS = "status.json"  # running (with the epoch reached) / done / failed; read by bottomup.report and compare
 LOG = "metrics.jsonl"
 # Config sections that define the network; a checkpoint made with others cannot be resumed or evaluated as this run.
 MODEL_KEYS = ("trunk", "method")
@@ -71,8 +72,8 @@ def record_failure(run_dir: str | Path, err: BaseException) -> None:
     """Mark a run folder's ``status.json`` as failed, with the error and its traceback (read by ``bottomup.report``).
 
     Call from the ``except`` block that caught ``err``."""
-    write_json(Path(run_dir) / "status.json", {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                                               "traceback": traceback.format_exc()})
+    write_json(Path(run_dir) / STATUS, {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                        "traceback": traceback.format_exc()})
 
 
 def skeleton_state(skeleton: Skeleton) -> dict[str, Any]:
@@ -230,7 +231,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if self.ctx.main:
-            write_json(self.run_dir / "status.json", {"status": "running", "epoch": self.epoch})
+            self._write_status("running")
             where = f"resuming at epoch {self.epoch}" if resumed else "starting"
             print(f"[train] {cfg.method.name} on {cfg.trunk.name}, data {cfg.data.name}: {where}; run folder "
                   f"{self.run_dir}", flush=True)
@@ -243,6 +244,9 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
+
+    def _write_status(self, status: str) -> None:
+        write_json(self.run_dir / STATUS, {"status": status, "epoch": self.epoch})
 
     def _run_epochs(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -258,7 +262,7 @@ class Trainer:
                 metrics = self.evaluate()
             if self.ctx.main:
                 checkpoint.save(self.run_dir / CHECKPOINT, self.state())
-                write_json(self.run_dir / "status.json", {"status": "running", "epoch": self.epoch})
+                self._write_status("running")
             barrier(self.ctx)
         if not metrics:
             metrics = self.evaluate()
@@ -267,7 +271,7 @@ class Trainer:
             final = {**metrics, "params_M": params / 1e6, "train_minutes": self.train_seconds / 60,
                      "epochs": self.epoch, "steps": self.step}
             write_json(self.run_dir / "metrics.json", final)
-            write_json(self.run_dir / "status.json", {"status": "done", "epoch": self.epoch})
+            self._write_status("done")
             metrics = final
         return broadcast_object(self.ctx, metrics)
 
