@@ -131,40 +131,73 @@ def spikes(shape, fraction, seed):
     return torch.rand(shape, generator=gen) * (torch.rand(shape, generator=gen) < fraction)
 
 
+def upsampled_average(high, low):
+    """HigherHRNet's aggregation done the plain way: ``low`` upsampled 2x bilinearly, averaged with ``high``."""
+    return 0.5 * (F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False) + high)
+
+
+@pytest.fixture
+def lazy_only(monkeypatch):
+    """Fails the test if AggregatedMaps fall back to materialised maps: the test means to check the lazy path."""
+    def refuse(self):
+        raise AssertionError("AggregatedMaps fell back to materialised maps; make the test maps sparser")
+    monkeypatch.setattr(AggregatedMaps, "materialise", refuse)
+
+
 @pytest.mark.parametrize("dense", [False, True])
-def test_aggregated_maps_equal_upsampled_average(dense):
+def test_aggregated_maps_equal_upsampled_average(dense, request):
     # Few pixels above 0.05 (the lazy path); every pixel above -1 (the fallback to materialised maps).
-    low, high = spikes((2, 3, 32, 32), 0.005, 0), spikes((2, 3, 64, 64), 0.005, 1)
+    low, high = spikes((2, 3, 32, 32), 0.002, 0), spikes((2, 3, 64, 64), 0.002, 1)
     threshold = -1.0 if dense else 0.05
     agg = AggregatedMaps(high, low)
-    mean = agg.materialise()
+    mean = upsampled_average(high, low)
+    torch.testing.assert_close(agg.materialise(), mean)
+    if not dense:
+        request.getfixturevalue("lazy_only")
     plane, row, col = (t.reshape(-1) for t in torch.meshgrid(torch.arange(6), torch.arange(64), torch.arange(64),
                                                              indexing="ij"))
     torch.testing.assert_close(agg.values_at(plane, row, col).view(high.shape), mean)
     # The padded buffer lists exactly the pixels above the threshold and holds their values; the sparse buffer
     # leaves most others at -inf, never above the threshold.
     pad = 2
-    buffer, index = agg.padded(threshold, pad)
     exact = F.pad(mean, (pad,) * 4, value=float("-inf")).reshape(-1)
-    assert sorted(index.tolist()) == torch.nonzero(exact > threshold).flatten().tolist()
-    torch.testing.assert_close(buffer[index], exact[index])
-    assert bool((buffer <= torch.where(exact > threshold, exact, torch.full_like(exact, threshold)) + 1e-6).all())
-    interior = F.pad(torch.ones_like(mean, dtype=torch.bool), (pad,) * 4).reshape(-1)
-    assert bool(buffer[interior].isinf().any()) != dense
+    with agg.padded(threshold, pad, 1) as (buffer, index):
+        assert sorted(index.tolist()) == torch.nonzero(exact > threshold).flatten().tolist()
+        torch.testing.assert_close(buffer[index], exact[index])
+        assert bool((buffer <= torch.where(exact > threshold, exact, torch.full_like(exact, threshold)) + 1e-6).all())
+        interior = F.pad(torch.ones_like(mean, dtype=torch.bool), (pad,) * 4).reshape(-1)
+        assert bool(buffer[interior].isinf().any()) != dense
+
+
+def test_aggregated_search_leaves_no_values_behind(lazy_only):
+    # The lazy search writes into a per-thread scratch buffer and must put -inf back, also when the search fails,
+    # or a later search would find an earlier image's peaks.
+    first, second = (AggregatedMaps(spikes((1, 3, 64, 64), 0.002, s), spikes((1, 3, 32, 32), 0.002, s + 1))
+                     for s in (10, 20))
+    alone = find_peaks(first, 5, 0.05, 50)
+    find_peaks(second, 5, 0.05, 50)
+    again = find_peaks(first, 5, 0.05, 50)
+    for name in ("x", "y", "index", "score", "valid"):
+        torch.testing.assert_close(getattr(again, name), getattr(alone, name))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with second.padded(0.05, 2, 5) as (buffer, index):
+            assert bool(torch.isfinite(buffer[index]).all()) and index.numel() > 0
+            raise RuntimeError("interrupted")
+    assert bool((buffer == float("-inf")).all())
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
-def test_aggregated_peaks_equal_peaks_of_the_materialised_maps(kernel):
-    low, high = spikes((2, 3, 32, 32), 0.005, 2), spikes((2, 3, 64, 64), 0.005, 3)
-    agg = AggregatedMaps(high, low)
-    lazy, dense = find_peaks(agg, kernel, 0.05, 50), find_peaks(agg.materialise(), kernel, 0.05, 50)
-    assert int(lazy.valid.sum()) > 100
+def test_aggregated_peaks_equal_peaks_of_the_materialised_maps(kernel, lazy_only):
+    low, high = spikes((2, 3, 32, 32), 0.002, 2), spikes((2, 3, 64, 64), 0.002, 3)
+    dense = find_peaks(upsampled_average(high, low), kernel, 0.05, 50)
+    lazy = find_peaks(AggregatedMaps(high, low), kernel, 0.05, 50)
+    assert int(lazy.valid.sum()) > 40
     for name in ("x", "y", "index", "score", "valid"):
         torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5])
-def test_aggregated_peaks_keep_the_tie_and_nan_rules(kernel):
+def test_aggregated_peaks_keep_the_tie_and_nan_rules(kernel, lazy_only):
     # Plateaus inside cells (constant 2 x 2 low blocks) and across them (a lone low spike upsamples to a 2 x 2
     # plateau over four cells): the latest pixel of a plateau in row-major order is its one peak. NaN pixels are
     # never peaks and never suppress a neighbour.
@@ -174,8 +207,8 @@ def test_aggregated_peaks_keep_the_tie_and_nan_rules(kernel):
     low[1, 2, 12:14, 2:4] = 0.4
     high[1, 2, 25, 5] = float("nan")
     high[0, 1, 18:20, 6:8] = 0.3
-    agg = AggregatedMaps(high, low)
-    lazy, dense = find_peaks(agg, kernel, 0.05, 200), find_peaks(agg.materialise(), kernel, 0.05, 200)
+    dense = find_peaks(upsampled_average(high, low), kernel, 0.05, 200)
+    lazy = find_peaks(AggregatedMaps(high, low), kernel, 0.05, 200)
     assert int(lazy.valid.sum()) >= 3
     for name in ("x", "y", "index", "score", "valid"):
         torch.testing.assert_close(getattr(lazy, name), getattr(dense, name))

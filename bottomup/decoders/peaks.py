@@ -15,8 +15,11 @@ Heatmaps are read through a :class:`HeatmapReader`, so that HigherHRNet's averag
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -76,6 +79,14 @@ def flat_above(maps: Tensor, threshold: float) -> Tensor:
     return flat_true(flat > threshold)
 
 
+def above(maps: Tensor, threshold: float) -> Tensor:
+    """``maps > threshold`` (NaN never qualifies), a boolean tensor of the same shape; through numpy on CPU, where
+    torch's comparison kernels are about 6x slower (see :func:`flat_above`)."""
+    if maps.device.type == "cpu":
+        return torch.from_numpy(maps.numpy() > threshold)
+    return maps > threshold
+
+
 def flat_true(mask: Tensor) -> Tensor:
     """Flat indices of the True entries of a boolean tensor (through numpy on CPU, as :func:`flat_above`)."""
     flat = mask.reshape(-1)
@@ -90,10 +101,13 @@ class HeatmapReader:
     shape: tuple[int, int, int, int]
     device: torch.device
 
-    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
-        """``(buffer, index)``: the maps padded with ``pad`` pixels of -inf per side, flat
-        ``[B * K * (H + 2 pad) * (W + 2 pad)]``, and the indices into it of every pixel whose value exceeds
-        ``threshold``. The buffer is exact at pixels above the threshold; elsewhere it may read -inf instead."""
+    def padded(self, threshold: float, pad: int,
+               kernel: int) -> contextlib.AbstractContextManager[tuple[Tensor, Tensor]]:
+        """A context giving ``(buffer, index)``: the maps padded with ``pad`` pixels of -inf per side, flat
+        ``[B * K * (H + 2 pad) * (W + 2 pad)]``, and the indices into it of the pixels whose value exceeds
+        ``threshold``, less any that a ``kernel`` x ``kernel`` peak test (:func:`find_peaks`) would certainly
+        reject. The buffer is exact at pixels above the threshold; elsewhere it may read -inf instead. It is valid
+        inside the context only (it may be reused scratch memory)."""
         raise NotImplementedError
 
     def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
@@ -117,9 +131,10 @@ class DenseMaps(HeatmapReader):
         self.shape = tuple(maps.shape)  # type: ignore[assignment]
         self.device = maps.device
 
-    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+    @contextlib.contextmanager
+    def padded(self, threshold: float, pad: int, kernel: int) -> Iterator[tuple[Tensor, Tensor]]:
         buffer = F.pad(self.maps, (pad, pad, pad, pad), value=_NEG_INF).reshape(-1)
-        return buffer, flat_above(buffer, threshold).to(self.device)
+        yield buffer, flat_above(buffer, threshold).to(self.device)
 
     def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
         _, _, h, w = self.shape
@@ -147,7 +162,8 @@ class AggregatedMaps(HeatmapReader):
         self.shape = (b, k, h, w)
         self.device = high.device
 
-    def padded(self, threshold: float, pad: int) -> tuple[Tensor, Tensor]:
+    @contextlib.contextmanager
+    def padded(self, threshold: float, pad: int, kernel: int) -> Iterator[tuple[Tensor, Tensor]]:
         # High pixel (r, c) interpolates low rows (r - 1) // 2 and the next, and low columns likewise (clamped at the
         # borders), so the high pixels fall into 2x2 cells ((r + 1) // 2, (c + 1) // 2) that read the same 2x2 low
         # pixels with fixed weights. The mean can exceed t only in a cell where one of those low pixels or one of its
@@ -156,7 +172,9 @@ class AggregatedMaps(HeatmapReader):
         lh, lw = h // 2, w // 2
         plane, cell_row, cell_col = self._flag_cells(threshold)
         if 4 * plane.numel() > _DENSE_FRACTION * b * k * h * w:
-            return DenseMaps(self.materialise()).padded(threshold, pad)
+            with DenseMaps(self.materialise()).padded(threshold, pad, kernel) as dense:
+                yield dense
+            return
         pair = torch.arange(-1, 1, device=self.device)[:, None]
         low_rows = (cell_row + pair).clamp(0, lh - 1)  # [2, n]: the cell's two low rows, likewise columns
         low_cols = (cell_col + pair).clamp(0, lw - 1)
@@ -167,25 +185,45 @@ class AggregatedMaps(HeatmapReader):
         up = torch.stack([torch.lerp(rows[:, 0], rows[:, 1], 0.25), torch.lerp(rows[:, 0], rows[:, 1], 0.75)], dim=1)
         row, col = 2 * cell_row + pair, 2 * cell_col + pair  # [2, n]: the cell's high rows and columns
         # Border cells stick out by one pixel: that lands in the buffer's padding, and is written as -inf there.
-        inside = ((row >= 0) & (row < h))[:, None] & ((col >= 0) & (col < w))[None]  # [2, 2, n]
-        high = self._high_flat.take((plane * h + row.clamp(0, h - 1))[:, None] * w + col.clamp(0, w - 1)[None])
-        value = torch.where(inside, 0.5 * (up + high), _NEG_INF)
+        row_on_map, col_on_map = row.clamp(0, h - 1), col.clamp(0, w - 1)
+        inside = (row_on_map == row)[:, None] & (col_on_map == col)[None]  # [2, 2, n]
+        high = self._high_flat.take((plane * h + row_on_map)[:, None] * w + col_on_map[None])
+        # NaN written as -inf: neither can be a peak or suppress one, and -inf cannot win the cell maximum below.
+        value = torch.where(inside, 0.5 * (up + high), _NEG_INF).nan_to_num_(nan=_NEG_INF, posinf=float("inf"))
         hp, wp = h + 2 * pad, w + 2 * pad
         index = ((plane * hp + row + pad) * wp)[:, None] + (col + pad)[None]
-        buffer = torch.full((b * k * hp * wp,), _NEG_INF, device=self.device)
-        buffer[index] = value
-        return buffer, index.reshape(-1)[flat_above(value, threshold).to(self.device)]
+        if kernel >= 3:
+            # A cell's four pixels lie in each other's 3 x 3 window, so only the cell's maximum can be a peak (the
+            # last in row-major order among equals, as the peak test's tie rule): a third of the candidates or less.
+            value, index = value.view(4, -1), index.view(4, -1)
+            candidate_values, first = value.flip(0).max(dim=0)  # max() returns the first of equal maxima
+            candidates = index.gather(0, (3 - first)[None])[0]
+        else:
+            candidates, candidate_values = index.reshape(-1), value.reshape(-1)
+        with _neg_inf_buffer(b * k * hp * wp, self.device) as buffer:
+            try:
+                buffer[index] = value
+                yield buffer, candidates[flat_above(candidate_values, threshold).to(self.device)]
+            finally:
+                buffer[index] = _NEG_INF
 
     def _flag_cells(self, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-        """``(plane, row, col)`` of the cells (see :meth:`padded`) that may hold a pixel above ``threshold``."""
+        """``(plane, row, col)`` of the cells (see :meth:`padded`) that may hold a pixel above ``threshold``.
+
+        Low pixel ``(i, j)`` feeds cells ``i, i + 1`` x ``j, j + 1``; so do the high pixels of the aligned block
+        (rows ``2i, 2i + 1``, columns ``2j, 2j + 1``), whose own cells are among those four. So one low-resolution
+        grid, "the low pixel or a high pixel of its block is above the threshold", dilated by 2 x 2, covers every
+        cell that needs evaluating (with a few extra ones: cheaper than locating the high pixels one by one).
+        """
         b, k, h, w = self.shape
         lh, lw = h // 2, w // 2
+        # Two adjacent booleans read as one int16 are non-zero when either is: column pairs, then row pairs.
+        pairs = above(self.high, threshold).reshape(b * k, h, w).contiguous().view(torch.int16)  # [P, h, w / 2]
+        block_above = (pairs[:, 0::2] | pairs[:, 1::2]).bool()  # [P, lh, lw]
         low_above = torch.zeros(b * k, lh + 2, lw + 2, dtype=torch.bool, device=self.device)
-        low_above.view(-1)[_padded_index(flat_above(self.low, threshold).to(self.device), lh, lw, 1)] = True
+        low_above[:, 1:-1, 1:-1] = above(self.low, threshold).reshape(b * k, lh, lw) | block_above
         rows = low_above[:, :-1] | low_above[:, 1:]
-        cell_above = (rows[:, :, :-1] | rows[:, :, 1:]).reshape(-1)  # [B * K * (lh + 1) * (lw + 1)]
-        high_plane, high_row, high_col = _unravel(flat_above(self.high, threshold).to(self.device), h, w)
-        cell_above[(high_plane * (lh + 1) + ((high_row + 1) >> 1)) * (lw + 1) + ((high_col + 1) >> 1)] = True
+        cell_above = rows[:, :, :-1] | rows[:, :, 1:]  # [P, lh + 1, lw + 1]
         return _unravel(flat_true(cell_above).to(self.device), lh + 1, lw + 1)
 
     def values_at(self, plane: Tensor, row: Tensor, col: Tensor) -> Tensor:
@@ -209,18 +247,45 @@ class AggregatedMaps(HeatmapReader):
         return AggregatedMaps(self.high[start:stop], self.low[start:stop])
 
 
+class _NegInfScratch(threading.local):
+    """One flat float32 CPU buffer per thread, all -inf between uses, grown on demand up to ``_CPU_BUFFER_BYTES``
+    (the most :func:`find_peaks` asks for at once, unless a single image needs more: that gets a fresh buffer).
+
+    The aggregated HigherHRNet maps write only the few percent of a padded buffer that peak search reads; filling a
+    fresh multi-megabyte buffer with -inf for them was the largest single cost of a HigherHRNet decode on CPU. A
+    user writes some entries and puts -inf back in the same entries before it is done.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = torch.empty(0)
+        self.in_use = False
+
+
+_SCRATCH = _NegInfScratch()
+
+
+@contextlib.contextmanager
+def _neg_inf_buffer(size: int, device: torch.device) -> Iterator[Tensor]:
+    """A flat ``[size]`` float32 buffer of -inf on ``device``: on CPU the calling thread's reused scratch, which the
+    caller must leave all -inf again; elsewhere a fresh one (filling device memory is cheap)."""
+    if device.type != "cpu" or _SCRATCH.in_use or 4 * size > _CPU_BUFFER_BYTES:
+        yield torch.full((size,), _NEG_INF, device=device)
+        return
+    if _SCRATCH.buffer.numel() < size:
+        _SCRATCH.buffer = torch.full((size,), _NEG_INF)
+    _SCRATCH.in_use = True
+    try:
+        yield _SCRATCH.buffer[:size]
+    finally:
+        _SCRATCH.in_use = False
+
+
 def _unravel(index: Tensor, h: int, w: int) -> tuple[Tensor, Tensor, Tensor]:
     """Flat indices into ``[P, h, w]`` -> ``(plane, row, col)``."""
     plane = torch.div(index, h * w, rounding_mode="floor")
     pixel = index - plane * (h * w)
     row = torch.div(pixel, w, rounding_mode="floor")
     return plane, row, pixel - row * w
-
-
-def _padded_index(index: Tensor, h: int, w: int, pad: int) -> Tensor:
-    """Flat indices into ``[P, h, w]`` -> flat indices into the same maps padded by ``pad`` per side."""
-    plane, row, col = _unravel(index, h, w)
-    return (plane * (h + 2 * pad) + row + pad) * (w + 2 * pad) + col + pad
 
 
 def find_peaks(heatmaps: Tensor | HeatmapReader, kernel: int = 3, threshold: float = 0.1, max_peaks: int = 30,
@@ -275,13 +340,15 @@ def _local_maxima(reader: HeatmapReader, kernel: int, threshold: float, pad: int
     that no pixel of their window beats (see :func:`find_peaks`)."""
     b, k, h, w = reader.shape
     hp, wp = h + 2 * pad, w + 2 * pad
-    buffer, index = reader.padded(threshold, pad)
-    if index.numel() > _DENSE_FRACTION * b * k * h * w:
-        # Pixels below a candidate's value cannot suppress it, so the buffer's -inf gaps do not change the maxima.
-        grid = buffer.view(b * k, hp, wp)
-        index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF), threshold).to(index.device)
-    value = buffer.take(index)
-    peak = flat_true(_window_test(buffer, index, value, kernel, wp)).to(index.device)
+    with reader.padded(threshold, pad, kernel) as (buffer, index):
+        if index.numel() > _DENSE_FRACTION * b * k * h * w:
+            # Pixels below a candidate's value cannot suppress it, so the buffer's -inf gaps do not change the
+            # maxima.
+            grid = buffer.view(b * k, hp, wp)
+            index = flat_above(torch.where(grid == max_filter(grid, kernel), grid, _NEG_INF),
+                               threshold).to(index.device)
+        value = buffer.take(index)
+        peak = flat_true(_window_test(buffer, index, value, kernel, wp)).to(index.device)
     return index[peak], value[peak]
 
 
@@ -313,10 +380,11 @@ def _window_offsets(kernel: int, wp: int) -> tuple[Tensor, Tensor]:
 
 
 def _not_beaten(buffer: Tensor, index: Tensor, value: Tensor, offsets: Tensor) -> Tensor:
-    """No neighbour at flat ``offsets [M]`` is higher, or equal and later in row-major order."""
+    """No neighbour at flat ``offsets [M]`` is higher, or equal and later in row-major order. ``offsets`` are
+    ascending and symmetric (a window's), so their first half lies before the pixel in row-major order."""
     neighbour = buffer.take(index[:, None] + offsets)
-    v = value[:, None]
-    return ~((neighbour > v) | ((neighbour == v) & (offsets > 0))).any(dim=1)
+    v, half = value[:, None], offsets.numel() // 2
+    return ~((neighbour[:, :half] > v).any(dim=1) | (neighbour[:, half:] >= v).any(dim=1))
 
 
 def _top_k_per_channel(index: Tensor, value: Tensor, channels: int, plane_size: int, empty: int,
