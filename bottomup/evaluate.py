@@ -40,6 +40,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
                           f"{list(model.codec.skeleton.keypoints)}; evaluate it on data with its own keypoints")
     with config_errors("evaluation options"):
         options = inference.InferenceOptions.from_config(cfg, bool(cfg.amp), oracle=str(cfg.oracle))
+    inference.warn_if_flip_untrained(options, state["config"]["data"])
     indices = inference.first_images(dataset, cfg.max_images)
     result = inference.run(model, dataset, options, ctx.device, indices=indices, progress=True)
     metrics = inference.score(dataset, result, verbose=True)

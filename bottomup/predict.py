@@ -51,6 +51,7 @@ def main(cfg: DictConfig) -> None:
     transform = EvalTransform(int(input_size))
     print(f"images fitted into the network input of {int(input_size)} px", flush=True)
     options = inference.InferenceOptions(flip=bool(cfg.flip))
+    inference.warn_if_flip_untrained(options, state["config"]["data"])
     out_dir = Path(resolve_path(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     found = {}

@@ -22,6 +22,7 @@ from bottomup.cli import friendly_errors, remove_partial_writes, write_atomic
 from bottomup.config import build_method, compose
 from bottomup.errors import ConfigError, DataError
 from bottomup.evaluate import evaluate_checkpoint
+from bottomup.evaluation import inference
 from bottomup.evaluation.coco_eval import load_annotations
 from bottomup.evaluation.oracle import run_oracle
 from bottomup.skeletons import COCO
@@ -148,6 +149,21 @@ def test_decode_time_by_crowd_size_only_from_one_image_per_call(tiny_checkpoint:
                                f"output_dir={tmp_path}"])
     by_people = evaluate_checkpoint(cfg)["by_people"]
     assert by_people and all(("decode_ms" in entry) == (batch_size == 1) for entry in by_people.values())
+
+
+def test_flip_test_of_a_model_never_trained_on_mirrored_images_warns(tiny_checkpoint: Path, tmp_path: Path,
+                                                                      recwarn: pytest.WarningsRecorder) -> None:
+    # The tiny checkpoint trained on the synthetic default, whose config never mirrors an image.
+    for flip in (True, False):
+        cfg = compose("evaluate", [f"checkpoint={tiny_checkpoint}", f"flip={flip}", "max_images=2", "device=cpu",
+                                   f"output_dir={tmp_path}"])
+        evaluate_checkpoint(cfg)
+        flip_warnings = [w for w in recwarn.list if "augment.flip=0" in str(w.message)]
+        assert len(flip_warnings) == 1 and "'synthetic'" in str(flip_warnings[0].message)
+    recwarn.clear()
+    for data in ({"name": "coco", "augment": {"flip": 0.5}}, {"name": "custom"}):
+        inference.warn_if_flip_untrained(inference.InferenceOptions(flip=True), data)
+    assert not recwarn.list
 
 
 def test_evaluating_on_other_keypoints_names_data_and_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -323,6 +323,7 @@ class Trainer:
         metrics: dict[str, Any] = {}
         if self.ctx.main:
             options = inference.InferenceOptions.from_config(self.cfg.eval, self.amp)
+            inference.warn_if_flip_untrained(options, self.cfg.data)
             indices = inference.first_images(self.val_set, self.cfg.eval.max_images)
             result = inference.run(self.model, self.val_set, options, self.ctx.device, indices=indices)
             metrics = inference.score(self.val_set, result)
