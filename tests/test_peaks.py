@@ -186,6 +186,20 @@ def test_aggregated_search_leaves_no_values_behind(lazy_only):
     assert bool((buffer == float("-inf")).all())
 
 
+@pytest.mark.parametrize("first_in_inference_mode", [True, False])
+def test_aggregated_search_works_in_and_out_of_inference_mode(first_in_inference_mode, lazy_only, monkeypatch):
+    # Evaluation decodes under torch.inference_mode, user code often outside it, one after the other in one thread:
+    # the reused scratch buffer must serve both, whichever mode made it.
+    monkeypatch.setattr(peaks_module, "_SCRATCH", peaks_module._NegInfScratch())
+    maps = AggregatedMaps(spikes((1, 3, 64, 64), 0.002, 30), spikes((1, 3, 32, 32), 0.002, 31))
+    reference = find_peaks(upsampled_average(maps.high, maps.low), 5, 0.05, 50)
+    for inference in (first_in_inference_mode, not first_in_inference_mode, first_in_inference_mode):
+        with torch.inference_mode(inference):
+            peaks = find_peaks(maps, 5, 0.05, 50)
+        torch.testing.assert_close(peaks.score, reference.score)
+        torch.testing.assert_close(peaks.x, reference.x)
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 def test_aggregated_peaks_equal_peaks_of_the_materialised_maps(kernel, lazy_only):
     low, high = spikes((2, 3, 32, 32), 0.002, 2), spikes((2, 3, 64, 64), 0.002, 3)

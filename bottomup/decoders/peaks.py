@@ -272,7 +272,10 @@ def _neg_inf_buffer(size: int, device: torch.device) -> Iterator[Tensor]:
         yield torch.full((size,), _NEG_INF, device=device)
         return
     if _SCRATCH.buffer.numel() < size:
-        _SCRATCH.buffer = torch.full((size,), _NEG_INF)
+        # A normal tensor even when first made under torch.inference_mode: an inference tensor could not be written
+        # by a later search outside that mode.
+        with torch.inference_mode(False):
+            _SCRATCH.buffer = torch.full((size,), _NEG_INF)
     _SCRATCH.in_use = True
     try:
         yield _SCRATCH.buffer[:size]
