@@ -269,13 +269,13 @@ def _neg_inf_buffer(size: int, device: torch.device) -> Iterator[Tensor]:
     """A flat ``[size]`` float32 buffer of -inf on ``device``: on CPU the calling thread's reused scratch, which the
     caller must leave all -inf again; elsewhere a fresh one (filling device memory is cheap)."""
     if device.type != "cpu" or _SCRATCH.in_use or 4 * size > _CPU_BUFFER_BYTES:
-        yield torch.full((size,), _NEG_INF, device=device)
+        yield torch.full((size,), _NEG_INF, dtype=torch.float32, device=device)
         return
     if _SCRATCH.buffer.numel() < size:
         # A normal tensor even when first made under torch.inference_mode: an inference tensor could not be written
         # by a later search outside that mode.
         with torch.inference_mode(False):
-            _SCRATCH.buffer = torch.full((size,), _NEG_INF)
+            _SCRATCH.buffer = torch.full((size,), _NEG_INF, dtype=torch.float32)
     _SCRATCH.in_use = True
     try:
         yield _SCRATCH.buffer[:size]
