@@ -167,7 +167,7 @@ SHORT_CPU = "trunk=hrnet_w16_small optim.lr=5e-3 optim.warmup_steps=100 optim.sc
                   "method.loss.push_weight=0.015"]),
     ("cpu10_higherhrnet", ["method=higherhrnet", "epochs=28", "eval_every=28", "method.loss.pull_weight=0.1",
                            "method.loss.push_weight=0.05"]),
-    ("cpu10_spm", ["method=spm", "epochs=27", "eval_every=27"]),
+    ("cpu10_spm", ["method=spm", "epochs=27", "eval_every=27", "method.loss.heatmap_weight=10"]),
 ])
 def test_ten_minute_presets_are_the_readme_commands(name: str, overrides: list[str]) -> None:
     preset = OmegaConf.to_container(compose("train", [f"+experiment={name}"]))
