@@ -67,28 +67,24 @@ class Peaks:
                      valid=self.valid[part] & (score > threshold))
 
 
-def flat_above(maps: Tensor, threshold: float) -> Tensor:
-    """Flat indices (into ``maps.reshape(-1)``) of the values above ``threshold``; NaN never qualifies.
-
-    On CPU this goes through a zero-copy numpy view: numpy's vectorised comparison and ``flatnonzero`` are about 8x
-    faster there than torch's boolean kernels, and this is the one pass every decode makes over the full maps.
-    """
-    flat = maps.reshape(-1)
-    if flat.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(flat.numpy() > threshold))
-    return flat_true(flat > threshold)
-
-
 def above(maps: Tensor, threshold: float) -> Tensor:
-    """``maps > threshold`` (NaN never qualifies), a boolean tensor of the same shape; through numpy on CPU, where
-    torch's comparison kernels are about 6x slower (see :func:`flat_above`)."""
+    """``maps > threshold`` (NaN never qualifies), a boolean tensor of the same shape.
+
+    On CPU this goes through a zero-copy numpy view: numpy's vectorised comparison is about 6x faster there than
+    torch's, and peak search makes this one pass over the full maps on every decode.
+    """
     if maps.device.type == "cpu":
         return torch.from_numpy(maps.numpy() > threshold)
     return maps > threshold
 
 
+def flat_above(maps: Tensor, threshold: float) -> Tensor:
+    """Flat indices (into ``maps.reshape(-1)``) of the values above ``threshold``; NaN never qualifies."""
+    return flat_true(above(maps, threshold))
+
+
 def flat_true(mask: Tensor) -> Tensor:
-    """Flat indices of the True entries of a boolean tensor (through numpy on CPU, as :func:`flat_above`)."""
+    """Flat indices of the True entries of a boolean tensor (through numpy on CPU, as :func:`above`)."""
     flat = mask.reshape(-1)
     if flat.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(flat.numpy()))

@@ -151,6 +151,9 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, len(self.loader), int(cfg.epochs), cfg.optim)
         self.amp = bool(cfg.amp)
+        self.eval_options = inference.InferenceOptions.from_config(cfg.eval, self.amp)
+        if self.ctx.main:
+            inference.warn_if_flip_untrained(self.eval_options, cfg.data)
         # Loss scaling is for float16 only; CPU autocast uses bfloat16, whose range needs none.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.ctx.device.type == "cuda")
         self.epoch = 0
@@ -322,10 +325,8 @@ class Trainer:
         """COCO metrics of the current weights on the val split (computed on rank 0, shared with all ranks)."""
         metrics: dict[str, Any] = {}
         if self.ctx.main:
-            options = inference.InferenceOptions.from_config(self.cfg.eval, self.amp)
-            inference.warn_if_flip_untrained(options, self.cfg.data)
             indices = inference.first_images(self.val_set, self.cfg.eval.max_images)
-            result = inference.run(self.model, self.val_set, options, self.ctx.device, indices=indices)
+            result = inference.run(self.model, self.val_set, self.eval_options, self.ctx.device, indices=indices)
             metrics = inference.score(self.val_set, result)
             self._log({"type": "eval", "epoch": self.epoch - 1, "epochs_done": self.epoch, "step": self.step,
                        **{k: v for k, v in metrics.items() if k != "by_people"}, "by_people": metrics["by_people"]})
