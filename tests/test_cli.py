@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -28,6 +30,8 @@ from bottomup.evaluation.oracle import run_oracle
 from bottomup.skeletons import COCO
 from test_data import _bad, category, person, write_dataset
 from test_training import run_app, tiny, tiny_checkpoint  # noqa: F401 (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_friendly(result: subprocess.CompletedProcess, *mentions: str) -> None:
@@ -164,6 +168,14 @@ def test_flip_test_of_a_model_never_trained_on_mirrored_images_warns(tiny_checkp
     for data in ({"name": "coco", "augment": {"flip": 0.5}}, {"name": "custom"}):
         inference.warn_if_flip_untrained(inference.InferenceOptions(flip=True), data)
     assert not recwarn.list
+
+
+def test_tag_separation_script_reports_on_a_checkpoint(tiny_checkpoint: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "tag_separation.py"), str(tiny_checkpoint),
+                             "--max-images", "6", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "6 val images" in result.stdout
+    assert re.search(r"nearer another person's mean tag than their own: \d+\.\d %", result.stdout)
 
 
 def test_evaluating_on_other_keypoints_names_data_and_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:

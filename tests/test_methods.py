@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from bottomup.config import build_method, build_model, build_trunk, group_options, load_group
 from bottomup.decoders.base import PoseSelection
+from bottomup.evaluation.tag_separation import tag_separation
 from bottomup.methods import losses
 from bottomup.methods.base import GroupingMethod
 from bottomup.model_info import model_info
@@ -262,6 +263,30 @@ def test_pull_is_zero_for_agreeing_tags_and_push_falls_as_people_separate(push: 
     assert values[0] == pytest.approx(1.0)
     assert all(a > b for a, b in zip(values[:5], values[1:5]))
     assert values[5] < values[4]
+
+
+def test_tag_separation_finds_the_joint_whose_tag_sits_with_another_person() -> None:
+    k, size = 3, 8
+    tags = torch.zeros(2, k, 1, size, size)
+    joints = torch.zeros(2, 4, k, 2, dtype=torch.long)
+    # Image 0: person 0 along row 1 with tags 1, 1, 2.9; person 1 along row 5 with tags 3; image 1 has one person.
+    for person, (row, values) in enumerate([(1, (1.0, 1.0, 2.9)), (5, (3.0, 3.0, 3.0))]):
+        for joint, value in enumerate(values):
+            col = 1 + 2 * joint if person == 0 else 3 + 2 * joint
+            tags[0, joint, 0, row, col] = value
+            joints[0, person, joint] = torch.tensor([row * size + col, 1])
+    joints[1, 0, :, 1] = 1
+    result = tag_separation(tags, joints)
+    assert len(result.own) == 6
+    mean0 = (1.0 + 1.0 + 2.9) / 3
+    np.testing.assert_allclose(result.own, [mean0 - 1, mean0 - 1, 2.9 - mean0, 0, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(result.other, [2, 2, 0.1, 3 - mean0, 3 - mean0, 3 - mean0], atol=1e-5)
+    assert result.confused.tolist() == [False, False, True, False, False, False]
+    # Centres (3, 1) and (5, 5), sizes 4 and 4 (columns 1..5 and 3..7).
+    np.testing.assert_allclose(result.centre_gap, np.hypot(2, 4) / 4, atol=1e-5)
+    np.testing.assert_allclose(result.neighbour_gap, np.hypot(2, 4) / 4, atol=1e-5)
+    with pytest.raises(ValueError, match="joints"):
+        tag_separation(tags, joints[0])
 
 
 def test_ae_head_and_loss_with_two_dimensional_tags() -> None:

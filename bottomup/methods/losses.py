@@ -61,6 +61,29 @@ def weighted_smooth_l1(pred: Tensor, target: Tensor, weight: Tensor, mask: Tenso
     return (error * weight).sum() / (weight > 0).sum().clamp_min(1)
 
 
+def person_tags(tags: Tensor, joints: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The tags at every labelled joint of every person, and each person's mean tag, vectorised over images.
+
+    Args:
+        tags: ``[B, K, D, H, W]``.
+        joints: ``[B, P, K, 2]`` long: flat index ``row * W + col`` of each joint in its tag map, and a 0/1 labelled
+            flag; rows of padding have every flag 0.
+    Returns:
+        ``tags [B, P, K, D]`` (float32, read at each joint's pixel of its own joint's map; meaningless where not
+        labelled), ``labelled [B, P, K]`` (float 0/1) and ``mean [B, P, D]`` (mean over the labelled joints; 0 for a
+        person without any).
+    """
+    b, k, d, h, w = tags.shape
+    people = joints.shape[1]
+    index = joints[..., 0].transpose(1, 2)  # [B, K, P]
+    read = tags.float().view(b, k, d, h * w).gather(3, index[:, :, None].expand(b, k, d, people))
+    joint_tags = read.permute(0, 3, 1, 2)  # [B, P, K, D]
+    labelled = (joints[..., 1] > 0).float()
+    count = labelled.sum(dim=2)
+    mean = (joint_tags * labelled[..., None]).sum(dim=2) / count.clamp_min(1)[..., None]
+    return joint_tags, labelled, mean
+
+
 def ae_pull_push(tags: Tensor, joints: Tensor, push: str = "exp") -> tuple[Tensor, Tensor]:
     """Associative-embedding grouping loss, vectorised over images and people.
 
@@ -76,25 +99,17 @@ def ae_pull_push(tags: Tensor, joints: Tensor, push: str = "exp") -> tuple[Tenso
     HigherHRNet's ``AELoss`` except that its code halves the push term (its push factor 1e-3 is 5e-4 here).
 
     Args:
-        tags: ``[B, K, D, H, W]``.
-        joints: ``[B, P, K, 2]`` long: flat index ``row * W + col`` of each joint in its tag map, and a 0/1 labelled
-            flag; rows of padding have every flag 0.
+        tags, joints: as :func:`person_tags`.
         push: ``exp`` or ``max``.
     Returns:
         ``(pull, push)`` scalars.
     """
     if push not in PUSH_TYPES:
         raise ValueError(f"push must be one of {PUSH_TYPES}, got {push!r}")
-    b, k, d, h, w = tags.shape
-    people = joints.shape[1]
-    index = joints[..., 0].transpose(1, 2)  # [B, K, P]
-    read = tags.float().view(b, k, d, h * w).gather(3, index[:, :, None].expand(b, k, d, people))
-    person_tags = read.permute(0, 3, 1, 2)  # [B, P, K, D]
-    labelled = (joints[..., 1] > 0).float()  # [B, P, K]
+    joint_tags, labelled, mean = person_tags(tags, joints)
     count = labelled.sum(dim=2)
     present = count > 0
-    mean = (person_tags * labelled[..., None]).sum(dim=2) / count.clamp_min(1)[..., None]  # [B, P, D]
-    deviation = (person_tags - mean[:, :, None]).square().sum(dim=3)  # [B, P, K]
+    deviation = (joint_tags - mean[:, :, None]).square().sum(dim=3)  # [B, P, K]
     person_pull = (deviation * labelled).sum(dim=2) / count.clamp_min(1)
     n = present.sum(dim=1)
     pull = (person_pull * present).sum(dim=1) / n.clamp_min(1)
@@ -105,6 +120,7 @@ def ae_pull_push(tags: Tensor, joints: Tensor, push: str = "exp") -> tuple[Tenso
     else:
         # vector_norm's gradient is 0, not NaN, at coinciding tags (padding rows all sit at 0).
         affinity = (1.0 - torch.linalg.vector_norm(difference, dim=3)).clamp_min(0)
+    people = joints.shape[1]
     distinct = ~torch.eye(people, dtype=torch.bool, device=tags.device)
     pairs = present[:, :, None] & present[:, None] & distinct
     push_sum = torch.where(pairs, affinity, torch.zeros_like(affinity)).sum(dim=(1, 2))
