@@ -89,6 +89,21 @@ def test_statistics_show_crowds_overlaps_and_crossings(small: SyntheticPaths) ->
     assert stats["crossing_fraction"] > 0.2
     assert stats["occluded_joint_fraction"] > 0.05
     assert stats["crowd_regions"] >= 1 and stats["unlabelled_people"] >= 1
+    assert stats["close_neighbour_fraction"] > 0.2
+
+
+def test_close_neighbours_are_people_whose_centres_lie_within_a_quarter_of_their_size() -> None:
+    def person(image_id: int, points: list[tuple[float, float]]) -> dict:
+        keypoints = [value for x, y in points for value in (x, y, 2)] + [0, 0, 0] * (17 - len(points))
+        return {"image_id": image_id, "keypoints": keypoints, "num_keypoints": len(points), "iscrowd": 0,
+                "bbox": [0, 0, 1, 1]}
+
+    # Image 1: a tall person (size 40, centre (10, 20)) and a small one (size 8, centre (14, 24)), 5.7 px apart:
+    # 0.14 of the tall one's size, 0.71 of the small one's. Image 2 holds one person, who is not counted.
+    data = {"images": [{"id": 1}, {"id": 2}], "categories": [{"skeleton": []}],
+            "annotations": [person(1, [(10, 0), (10, 40)]), person(1, [(10, 20), (18, 28)]),
+                            person(2, [(0, 0), (5, 5)])]}
+    assert describe(data)["close_neighbour_fraction"] == 0.5
 
 
 def test_left_joints_are_marked_light_and_right_joints_dark(small: SyntheticPaths) -> None:

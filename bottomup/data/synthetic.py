@@ -504,7 +504,10 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
     ``{count: images}``); ``mean_people``; ``unlabelled_people`` (non-crowd, no keypoints); ``crowd_regions``;
     ``overlap_fraction`` (images where two labelled people's boxes intersect); ``occluded_joint_fraction``
     (labelled joints with ``v = 1``); ``crossing_fraction`` (images where a limb of one person crosses a limb of
-    another, both limbs fully labelled, using the file's skeleton).
+    another, both limbs fully labelled, using the file's skeleton); ``close_neighbour_fraction`` (of the people in
+    images with two or more, those whose nearest other person's centre lies within a quarter of their own size: a
+    person's centre is the mean of its labelled joints, its size the longer side of their box, at least 1 pixel;
+    the people AE tags confuse most, see ``experiments/tag_separation.py``).
     """
     data = json.loads(Path(annotations).read_text()) if isinstance(annotations, (str, Path)) else annotations
     limbs = np.array([[a - 1, b - 1] for a, b in data["categories"][0].get("skeleton", [])], dtype=int).reshape(-1, 2)
@@ -522,13 +525,29 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
     vis = np.concatenate([np.asarray(a["keypoints"]).reshape(-1, 3)[:, 2] for anns in by_image.values()
                           for a in anns] or [np.zeros(0)])
     overlap = sum(_boxes_overlap(anns) for anns in by_image.values())
+    gaps = np.concatenate([_centre_gaps(anns) for anns in by_image.values()] or [np.zeros(0)])
     crossing = sum(_limbs_cross(anns, limbs) for anns in by_image.values())
     n_images = max(len(by_image), 1)
     return {"images": len(by_image), "people": int(sum(counts)), "people_per_image": histogram,
             "mean_people": float(np.mean(counts)) if counts else 0.0, "unlabelled_people": unlabelled,
             "crowd_regions": crowds, "overlap_fraction": overlap / n_images,
             "occluded_joint_fraction": float((vis == 1).sum() / max((vis > 0).sum(), 1)),
-            "crossing_fraction": crossing / n_images}
+            "crossing_fraction": crossing / n_images,
+            "close_neighbour_fraction": float((gaps < 0.25).mean()) if len(gaps) else 0.0}
+
+
+def _centre_gaps(anns: list[dict[str, Any]]) -> np.ndarray:
+    """Per labelled person of an image with two or more: distance to the nearest other person's centre over its own
+    size (see :func:`describe`)."""
+    if len(anns) < 2:
+        return np.zeros(0)
+    kpts = [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns]
+    points = [k[k[:, 2] > 0, :2] for k in kpts]
+    centre = np.array([p.mean(axis=0) for p in points])
+    size = np.array([max((p.max(axis=0) - p.min(axis=0)).max(), 1.0) for p in points])
+    distance = np.linalg.norm(centre[:, None] - centre[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    return distance.min(axis=1) / size
 
 
 def _boxes_overlap(anns: list[dict[str, Any]]) -> bool:
