@@ -539,10 +539,11 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
 def _centre_gaps(anns: list[dict[str, Any]]) -> np.ndarray:
     """Per labelled person of an image with two or more: distance to the nearest other person's centre over its own
     size (see :func:`describe`)."""
-    if len(anns) < 2:
-        return np.zeros(0)
     kpts = [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns]
-    points = [k[k[:, 2] > 0, :2] for k in kpts]
+    # num_keypoints > 0 should mean labelled joints; a file where it does not is not worth a crash here.
+    points = [p for p in (k[k[:, 2] > 0, :2] for k in kpts) if len(p)]
+    if len(points) < 2:
+        return np.zeros(0)
     centre = np.array([p.mean(axis=0) for p in points])
     size = np.array([max((p.max(axis=0) - p.min(axis=0)).max(), 1.0) for p in points])
     distance = np.linalg.norm(centre[:, None] - centre[None], axis=-1)
