@@ -6,7 +6,9 @@ what ``cv2.resize`` and ``torch.nn.functional.interpolate(align_corners=False)``
 relate to the input by ``x_input = r * (x_map + 0.5) - 0.5``.
 
 Transforms are 3x3 homogeneous float64 numpy matrices acting on column vectors ``(x, y, 1)``; compose with ``@``
-(the right-hand transform applies first). Imports only numpy.
+(the right-hand transform applies first). Also here: where a person stands and how close its neighbours are
+(:func:`person_centres`, :func:`neighbour_gaps`), measured in whatever frame its keypoints are given. Imports only
+numpy.
 """
 
 from __future__ import annotations
@@ -83,6 +85,31 @@ def fit_into(width: int, height: int, size: int) -> tuple[np.ndarray, float]:
 def cv2_matrix(matrix: np.ndarray) -> np.ndarray:
     """The 2x3 float32 form that ``cv2.warpAffine`` takes."""
     return _as3x3(matrix)[:2].astype(np.float32)
+
+
+def person_centres(points: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's centre and size from its labelled keypoints.
+
+    Args:
+        points: ``[..., P, K, 2]`` keypoint coordinates.
+        labelled: ``[..., P, K]`` bool.
+    Returns:
+        ``centre [..., P, 2]``, the mean of the labelled keypoints (0 for a person without any), and ``size [..., P]``,
+        the longer side of their bounding box, at least 1.
+    """
+    count = np.maximum(labelled.sum(axis=-1), 1)[..., None]
+    centre = np.where(labelled[..., None], points, 0.0).sum(axis=-2) / count
+    low = np.where(labelled[..., None], points, np.inf).min(axis=-2)
+    high = np.where(labelled[..., None], points, -np.inf).max(axis=-2)
+    return centre, np.maximum((high - low).max(axis=-1), 1.0)  # -inf for a person without any: 1
+
+
+def neighbour_gaps(centre: np.ndarray, size: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``[..., P]``: distance from each person's centre to the nearest other present person's, over its own size
+    (``inf`` without such a neighbour). Arguments as :func:`person_centres` returns them, ``present [..., P]`` bool."""
+    distance = np.linalg.norm(centre[..., :, None, :] - centre[..., None, :, :], axis=-1)
+    others = present[..., None, :] & ~np.eye(centre.shape[-2], dtype=bool)
+    return np.where(others, distance, np.inf).min(axis=-1, initial=np.inf) / size
 
 
 def _as3x3(matrix: np.ndarray) -> np.ndarray:

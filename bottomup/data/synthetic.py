@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from bottomup import geometry
 from bottomup.errors import DataError
 from bottomup.skeletons import COCO_KEYPOINTS, COCO_LIMBS
 
@@ -539,16 +540,15 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
 def _centre_gaps(anns: list[dict[str, Any]]) -> np.ndarray:
     """Per labelled person of an image with two or more: distance to the nearest other person's centre over its own
     size (see :func:`describe`)."""
-    kpts = [np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3) for a in anns]
-    # num_keypoints > 0 should mean labelled joints; a file where it does not is not worth a crash here.
-    points = [p for p in (k[k[:, 2] > 0, :2] for k in kpts) if len(p)]
-    if len(points) < 2:
+    if len(anns) < 2:
         return np.zeros(0)
-    centre = np.array([p.mean(axis=0) for p in points])
-    size = np.array([max((p.max(axis=0) - p.min(axis=0)).max(), 1.0) for p in points])
-    distance = np.linalg.norm(centre[:, None] - centre[None], axis=-1)
-    np.fill_diagonal(distance, np.inf)
-    return distance.min(axis=1) / size
+    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), -1, 3)
+    # num_keypoints > 0 should mean labelled joints; a file where it does not is not worth a crash here.
+    kpts = kpts[(kpts[..., 2] > 0).any(axis=1)]
+    if len(kpts) < 2:
+        return np.zeros(0)
+    centre, size = geometry.person_centres(kpts[..., :2], kpts[..., 2] > 0)
+    return geometry.neighbour_gaps(centre, size, np.ones(len(kpts), dtype=bool))
 
 
 def _boxes_overlap(anns: list[dict[str, Any]]) -> bool:

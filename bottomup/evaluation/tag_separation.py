@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bottomup import geometry
 from bottomup.methods.losses import person_tags
 
 
@@ -70,18 +71,14 @@ def tag_separation(tags: Tensor, joints: Tensor) -> TagSeparation:
     own = dist.diagonal(dim1=1, dim2=3).permute(0, 2, 1)  # [B, P, K]
     other, nearest = torch.where(same | ~present[:, None, None], torch.inf, dist).min(dim=3)
 
-    pixel = torch.stack([joints[..., 0] % width, torch.div(joints[..., 0], width, rounding_mode="floor")], -1)
-    pixel = pixel.float()  # [B, P, K, 2]
-    count = labelled.sum(dim=2, keepdim=True).clamp_min(1)
-    centre = (pixel * labelled[..., None]).sum(dim=2) / count  # [B, P, 2]
-    low = torch.where(is_joint[..., None], pixel, torch.inf).amin(dim=2)
-    high = torch.where(is_joint[..., None], pixel, -torch.inf).amax(dim=2)
-    size = (high - low).amax(dim=2).clamp_min(1)  # [B, P]
-    nearest_centre = centre.gather(1, nearest.flatten(1)[..., None].expand(-1, -1, 2)).view(*nearest.shape, 2)
-    gap = torch.linalg.vector_norm(nearest_centre - centre[:, :, None], dim=-1) / size[:, :, None]
-    between = torch.cdist(centre, centre)  # [B, P, Q]
-    neighbour = torch.where(same[:, :, 0] | ~present[:, None], torch.inf, between).amin(dim=2) / size
-    neighbour = neighbour[:, :, None].expand_as(gap)
+    # Where the people stand, from their joints' pixels (numpy from here on: a few values per person).
+    flat = joints[..., 0].cpu().numpy()
+    pixel = np.stack([flat % width, flat // width], axis=-1).astype(np.float64)  # [B, P, K, 2]
+    present_np = present.cpu().numpy()
+    centre, size = geometry.person_centres(pixel, is_joint.cpu().numpy())  # [B, P, 2], [B, P]
+    nearest_centre = np.take_along_axis(centre[:, :, None], nearest.cpu().numpy()[..., None], axis=1)  # [B, P, K, 2]
+    gap = np.linalg.norm(nearest_centre - centre[:, :, None], axis=-1) / size[:, :, None]
+    neighbour = np.broadcast_to(geometry.neighbour_gaps(centre, size, present_np)[:, :, None], gap.shape)
 
-    counted = is_joint & (present.sum(dim=1) >= 2)[:, None, None]
-    return TagSeparation(*(value[counted].cpu().numpy() for value in (own, other, gap, neighbour)))
+    counted = (is_joint & (present.sum(dim=1) >= 2)[:, None, None]).cpu().numpy()
+    return TagSeparation(own.cpu().numpy()[counted], other.cpu().numpy()[counted], gap[counted], neighbour[counted])
