@@ -92,6 +92,35 @@ def test_statistics_show_crowds_overlaps_and_crossings(small: SyntheticPaths) ->
     assert stats["close_neighbour_fraction"] > 0.2
 
 
+def test_grouped_fraction_changes_only_the_grouped_images(tmp_path: Path) -> None:
+    """At 0 nobody is placed in a row or cluster; images scattered at the default are the same at 0."""
+    runs = {}
+    for fraction in (synthetic.GROUPED_FRACTION, 0.0, 1.0):
+        folder = tmp_path / str(fraction)
+        folder.mkdir()
+        runs[fraction] = generate_split(folder, "train", 60, (128, 160), seed=0, grouped_fraction=fraction)
+    default, scattered, grouped = runs[synthetic.GROUPED_FRACTION], runs[0.0], runs[1.0]
+    assert describe(scattered)["close_neighbour_fraction"] < describe(default)["close_neighbour_fraction"] \
+        < describe(grouped)["close_neighbour_fraction"]
+
+    def people(data: dict) -> dict[int, list]:
+        by_image: dict[int, list] = {img["id"]: [] for img in data["images"]}
+        for ann in data["annotations"]:
+            if not ann["iscrowd"]:
+                by_image[ann["image_id"]].append(ann["keypoints"])
+        return by_image
+
+    alone = {i for i, anns in people(default).items() if len(anns) <= 1}
+    assert all(people(data)[i] == people(default)[i] for data in (scattered, grouped) for i in alone)
+    kept = {i for i, anns in people(default).items() if len(anns) >= 2 and people(scattered)[i] == anns}
+    moved = {i for i, anns in people(default).items() if len(anns) >= 2 and people(scattered)[i] != anns}
+    assert len(alone) >= 10 and len(kept) >= 10 and len(moved) >= 10  # scattered images stay, grouped ones move
+    name = default["images"][min(kept) - 1]["file_name"]
+    assert (tmp_path / str(synthetic.GROUPED_FRACTION) / name).read_bytes() == (tmp_path / "0.0" / name).read_bytes()
+    with pytest.raises(ValueError, match="grouped_fraction"):
+        ensure_synthetic(tmp_path / "bad", grouped_fraction=1.5)
+
+
 def test_close_neighbours_are_people_whose_centres_lie_within_a_quarter_of_their_size() -> None:
     def person(image_id: int, points: list[tuple[float, float]]) -> dict:
         keypoints = [value for x, y in points for value in (x, y, 2)] + [0, 0, 0] * (17 - len(points))

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from bottomup.config import resolve_path
 from bottomup.data.coco import CLIP_MARGIN, CocoKeypoints
-from bottomup.data.synthetic import ensure_synthetic
+from bottomup.data.synthetic import GROUPED_FRACTION, ensure_synthetic
 from bottomup.data.transforms import Augmentation
 from bottomup.errors import ConfigError, DataError
 from bottomup.methods.base import Codec
@@ -52,7 +52,8 @@ def build_dataset(cfg: Mapping[str, Any], split: str, codec: Codec | None = None
     root = dataset_root(cfg)
     if kind == "synthetic":
         gen = cfg["synthetic"]
-        ensure_synthetic(root, int(gen["num_train"]), int(gen["num_val"]), tuple(gen["image_size"]), int(gen["seed"]))
+        ensure_synthetic(root, int(gen["num_train"]), int(gen["num_val"]), tuple(gen["image_size"]), int(gen["seed"]),
+                         float(gen.get("grouped_fraction", GROUPED_FRACTION)))
     elif not root.is_dir():
         raise DataError(f"dataset root {root} (data config {cfg.get('name', '?')!r}, field 'root') does not exist; "
                         f"set data.root=/path/to/dataset.")
