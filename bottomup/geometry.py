@@ -14,6 +14,7 @@ numpy.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -87,6 +88,12 @@ def cv2_matrix(matrix: np.ndarray) -> np.ndarray:
     return _as3x3(matrix)[:2].astype(np.float32)
 
 
+# A person whose nearest neighbour's centre lies within this fraction of the person's own size (see
+# :func:`neighbour_gaps`) overlaps that neighbour: the case tag-based grouping gets wrong most
+# (``experiments/tag_separation.py``). Shared by dataset statistics and AP by neighbour distance.
+CLOSE_NEIGHBOUR_GAP = 0.25
+
+
 def person_centres(points: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each person's centre and size from its labelled keypoints.
 
@@ -110,6 +117,22 @@ def neighbour_gaps(centre: np.ndarray, size: np.ndarray, present: np.ndarray) ->
     distance = np.linalg.norm(centre[..., :, None, :] - centre[..., None, :, :], axis=-1)
     others = present[..., None, :] & ~np.eye(centre.shape[-2], dtype=bool)
     return np.where(others, distance, np.inf).min(axis=-1, initial=np.inf) / size
+
+
+def annotated_gaps(keypoints: Sequence[Sequence[float]]) -> np.ndarray:
+    """Neighbour gaps (:func:`neighbour_gaps`) of the people of one image, from their COCO ``keypoints`` fields (one
+    flat ``[x, y, v] * K`` list per person).
+
+    People without a labelled keypoint (``v > 0``) are left out; returns ``[P']``, empty when fewer than two remain.
+    """
+    if len(keypoints) < 2:
+        return np.zeros(0)
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(len(keypoints), -1, 3)
+    keypoints = keypoints[(keypoints[..., 2] > 0).any(axis=-1)]
+    if len(keypoints) < 2:
+        return np.zeros(0)
+    centre, size = person_centres(keypoints[..., :2], keypoints[..., 2] > 0)
+    return neighbour_gaps(centre, size, np.ones(len(keypoints), dtype=bool))
 
 
 def _as3x3(matrix: np.ndarray) -> np.ndarray:

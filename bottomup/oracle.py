@@ -12,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from bottomup.cli import friendly_errors, set_threads, write_json
 from bottomup.config import build_method, load_group, resolve_path
 from bottomup.errors import ConfigError, config_errors
-from bottomup.evaluation.coco_eval import load_annotations
 from bottomup.evaluation.degrade import Degradation
 from bottomup.evaluation.oracle import run_oracle
-from bottomup.evaluation.report import METRICS, format_table
+from bottomup.evaluation.coco_eval import CLOSENESS_BUCKETS, load_annotations
+from bottomup.evaluation.report import METRICS, closeness_rows, format_table
 
 
 def method_config(name: str, variants: DictConfig) -> DictConfig:
@@ -43,6 +43,8 @@ def main(cfg: DictConfig) -> None:
                         degradation=Degradation(**cfg.degrade), seed=cfg.seed)
     path = write_json(resolve_path(cfg.output), report)
     print(format_table(report["results"], (*METRICS, "decode_ms_per_image")))
+    print("\nAP of the images of two or more people, by how close they stand (images in brackets):")
+    print(format_table(closeness_rows(report["results"]), CLOSENESS_BUCKETS))
     print(f"wrote {path}")
 
 

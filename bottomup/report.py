@@ -33,7 +33,7 @@ COMPARISON = "comparison.json"
 # Apps whose output folders (an evaluation written inside a run folder, say) are not runs.
 NOT_RUNS = ("evaluate", "predict", "oracle", "model_info")
 # What a run folder's metrics.json contributes to a comparison entry.
-ENTRY_KEYS = (*METRICS, *COSTS, "by_people", "images", "epochs")
+ENTRY_KEYS = (*METRICS, *COSTS, "by_people", "by_closeness", "images", "epochs")
 _BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 

@@ -49,6 +49,7 @@ def test_report_on_a_finished_sweep(sweep: Path, tmp_path: Path, capsys: pytest.
         assert methods[label]["status"] == "done"
         assert set(METRICS) | set(COSTS) | {"by_people"} <= set(methods[label])
         assert all({"AP", "images", "decode_ms"} <= set(b) for b in methods[label]["by_people"].values())
+        assert methods[label]["by_closeness"] and set(methods[label]["by_closeness"]) <= {"apart", "close"}
     for label in ("ae batch_size=1000", "spm batch_size=1000"):
         assert methods[label]["status"] == "failed"
         assert "fewer than one batch" in methods[label]["error"]
@@ -58,6 +59,7 @@ def test_report_on_a_finished_sweep(sweep: Path, tmp_path: Path, capsys: pytest.
     assert "FAILED" in printed and "fewer than one batch" in printed
     assert {p for p in PLOTS if p != "oracle_study.png"} <= {p.name for p in (tmp_path / "out").glob("*.png")}
     assert "MISSING" not in markdown
+    assert "## AP of the images of two or more people, by how close they stand" in markdown
 
 
 def test_report_names_missing_and_running_runs(sweep: Path, tmp_path: Path) -> None:

@@ -552,21 +552,14 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
             "crowd_regions": crowds, "overlap_fraction": overlap / n_images,
             "occluded_joint_fraction": float((vis == 1).sum() / max((vis > 0).sum(), 1)),
             "crossing_fraction": crossing / n_images,
-            "close_neighbour_fraction": float((gaps < 0.25).mean()) if len(gaps) else 0.0}
+            "close_neighbour_fraction": float((gaps < geometry.CLOSE_NEIGHBOUR_GAP).mean()) if len(gaps) else 0.0}
 
 
 def _centre_gaps(anns: list[dict[str, Any]]) -> np.ndarray:
     """Per labelled person of an image with two or more: distance to the nearest other person's centre over its own
     size (see :func:`describe`)."""
-    if len(anns) < 2:
-        return np.zeros(0)
-    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), -1, 3)
-    # num_keypoints > 0 should mean labelled joints; a file where it does not is not worth a crash here.
-    kpts = kpts[(kpts[..., 2] > 0).any(axis=1)]
-    if len(kpts) < 2:
-        return np.zeros(0)
-    centre, size = geometry.person_centres(kpts[..., :2], kpts[..., 2] > 0)
-    return geometry.neighbour_gaps(centre, size, np.ones(len(kpts), dtype=bool))
+    # num_keypoints > 0 should mean labelled joints; annotated_gaps skips people where it does not.
+    return geometry.annotated_gaps([a["keypoints"] for a in anns])
 
 
 def _boxes_overlap(anns: list[dict[str, Any]]) -> bool:

@@ -2,7 +2,7 @@
 
 - No detections at all: pycocotools' ``loadRes`` fails on an empty list; we return AP 0 instead.
 - Any skeleton: OKS sigmas come from the skeleton, not COCO's built-in 17.
-- AP broken down by the number of annotated people in the image (crowd buckets).
+- AP broken down by the number of annotated people in the image (crowd buckets), and by how close they stand.
 """
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ import numpy as np
 from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
+from bottomup import geometry
 from bottomup.data.coco import KeypointFile, coco_index, load_keypoint_file
 from bottomup.poses import Poses
 from bottomup.skeletons import Skeleton
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 CROWD_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 1), (2, 3), (4, 7), (8, None))
+# Images of two or more people: "close" when someone's nearest neighbour stands within geometry.CLOSE_NEIGHBOUR_GAP of
+# their size, else "apart".
+CLOSENESS_BUCKETS = ("apart", "close")
 
 
 def bucket_name(lo: int, hi: int | None) -> str:
@@ -55,6 +59,20 @@ def people_per_image(coco: CocoApi, image_ids: Iterable[int]) -> dict[int, int]:
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
         counts[image_id] = sum(1 for a in anns if a.get("num_keypoints", 0) > 0)
     return counts
+
+
+def closeness_per_image(coco: CocoApi, image_ids: Iterable[int]) -> dict[int, str | None]:
+    """``{image id: "apart" | "close" | None}``: ``None`` for images with fewer than two annotated people (not crowd,
+    at least one keypoint), ``close`` when one of them has a neighbour whose centre lies within
+    :data:`~bottomup.geometry.CLOSE_NEIGHBOUR_GAP` of the person's size (centre: mean of the labelled keypoints; size:
+    longer side of their box), ``apart`` otherwise."""
+    out: dict[int, str | None] = {}
+    for image_id in image_ids:
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
+                if a.get("num_keypoints", 0) > 0]
+        gaps = geometry.annotated_gaps([a["keypoints"] for a in anns])
+        out[image_id] = None if not len(gaps) else "close" if (gaps < geometry.CLOSE_NEIGHBOUR_GAP).any() else "apart"
+    return out
 
 
 def evaluate(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
@@ -96,6 +114,19 @@ def evaluate_by_crowd(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[f
     for lo, hi in CROWD_BUCKETS:
         name = bucket_name(lo, hi)
         ids = [i for i, c in counts.items() if bucket_of(c) == name]
+        if ids:
+            out[name] = {"AP": evaluate(coco, results, sigmas, ids)["AP"], "images": len(ids)}
+    return out
+
+
+def evaluate_by_closeness(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
+                          image_ids: Sequence[int]) -> dict[str, dict[str, float]]:
+    """``{"apart" | "close": {"AP": ..., "images": n}}`` over the images of two or more people
+    (:func:`closeness_per_image`): where grouping has overlapping people to separate, and where it has not."""
+    closeness = closeness_per_image(coco, image_ids)
+    out = {}
+    for name in CLOSENESS_BUCKETS:
+        ids = [i for i, c in closeness.items() if c == name]
         if ids:
             out[name] = {"AP": evaluate(coco, results, sigmas, ids)["AP"], "images": len(ids)}
     return out

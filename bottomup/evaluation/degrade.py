@@ -67,7 +67,8 @@ class Degradation:
         for i, (name, maps) in enumerate(outputs.items()):
             std = std_by_kind[specs[name].kind]
             if std > 0:
-                gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, image_id, 2, i]).generate_state(1)[0]))
+                state = np.random.SeedSequence([seed, image_id, 2, i]).generate_state(1)[0]
+                gen = torch.Generator().manual_seed(int(state))
                 maps = maps + std * torch.randn(maps.shape, generator=gen)
             noisy[name] = maps
         return noisy

@@ -185,7 +185,9 @@ def run(model: PoseModel, dataset: CocoKeypoints, options: InferenceOptions, dev
 
 
 def score(dataset: CocoKeypoints, inference: InferenceResult, verbose: bool = False) -> dict:
-    """COCO metrics of an inference run, AP and median decode ms by people per image, and median ms per image.
+    """COCO metrics of an inference run, AP and median decode ms by people per image, AP of the images whose people
+    stand close or apart (``by_closeness``, :func:`~bottomup.evaluation.coco_eval.evaluate_by_closeness`), and median
+    ms per image.
 
     ``by_people[bucket]["decode_ms"]`` is given only when the images ran one per batch: a batch's time shared out
     over images of every crowd size says nothing about any of them.
@@ -193,6 +195,8 @@ def score(dataset: CocoKeypoints, inference: InferenceResult, verbose: bool = Fa
     ids = sorted(inference.image_ids)
     metrics = coco_eval.evaluate(dataset.coco, inference.results, dataset.skeleton.sigmas, ids, verbose=verbose)
     metrics["by_people"] = coco_eval.evaluate_by_crowd(dataset.coco, inference.results, dataset.skeleton.sigmas, ids)
+    metrics["by_closeness"] = coco_eval.evaluate_by_closeness(dataset.coco, inference.results,
+                                                              dataset.skeleton.sigmas, ids)
     decode_ms = dict(zip(inference.image_ids, inference.decode_ms))
     counts = coco_eval.people_per_image(dataset.coco, ids)
     if inference.batch_size == 1:

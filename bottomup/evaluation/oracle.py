@@ -70,8 +70,9 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
     outputs are rendered (and degraded), decoded, mapped back to the image and scored.
 
     Returns ``{"config": {...}, "results": {method: {AP, AP50, AP75, APM, APL, AR, images, people,
-    decode_ms_per_image, by_people: {bucket: {AP, images, decode_ms}}}}}``; ``decode_ms_per_image`` is the median
-    wall time of one image's decode call.
+    decode_ms_per_image, by_people: {bucket: {AP, images, decode_ms}}, by_closeness: {bucket: {AP, images}}}}}``
+    (:func:`~bottomup.evaluation.coco_eval.evaluate_by_closeness`); ``decode_ms_per_image`` is the median wall time of
+    one image's decode call.
     """
     coco = annotations.coco
     sigmas = annotations.skeleton.sigmas
@@ -103,6 +104,7 @@ def run_oracle(annotations: coco_eval.Annotations, codecs: Mapping[str, Codec], 
             "people": int(sum(counts.values())),
             "decode_ms_per_image": 1000 * statistics.median(times[name].values()) if image_ids else 0.0,
             "by_people": by_people,
+            "by_closeness": coco_eval.evaluate_by_closeness(coco, results[name], sigmas, image_ids),
         }
     config = {"annotations": str(annotations.file.path), "input_size": input_size, "seed": seed,
               "degrade": asdict(degradation), "methods": list(codecs)}

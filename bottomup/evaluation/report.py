@@ -12,6 +12,7 @@ and render it with :func:`write_report`::
           "run_dir": str,                     # relative to the folder the comparison describes
           "AP", "AP50", "AP75", "APM", "APL", "AR": float,
           "by_people": {bucket: {"AP": float, "images": int, "decode_ms": float}},   # buckets "1", "2-3", ...
+          "by_closeness": {bucket: {"AP": float, "images": int}},   # "apart", "close": images of 2+ people
           "decode_ms_per_image", "forward_ms_per_image", "params_M", "train_minutes": float}},
       "oracle_grid": {label: {detection: {grouping: {"AP", "AP50", ...}}}},   # optional; "predicted" | "ideal"
       "oracle_study": {"config": {...}, "kinds": {kind: {"levels": [float], "AP": {label: [float]}}}},  # optional
@@ -32,7 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bottomup.cli import write_atomic, write_json
-from bottomup.evaluation.coco_eval import CROWD_BUCKETS, bucket_name
+from bottomup.geometry import CLOSE_NEIGHBOUR_GAP
+from bottomup.evaluation.coco_eval import CLOSENESS_BUCKETS, CROWD_BUCKETS, bucket_name
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 COSTS = ("decode_ms_per_image", "forward_ms_per_image", "params_M", "train_minutes")
@@ -62,9 +64,18 @@ def format_table(rows: Mapping[str, Mapping[str, object]], columns: Sequence[str
 
 # -- tables -----------------------------------------------------------------------------------------------------------
 
-def by_people_rows(methods: Mapping[str, Mapping[str, Any]], key: str = "AP") -> dict[str, dict[str, object]]:
-    """``{label: {bucket: by_people[bucket][key]}}`` of every method (``key``: ``AP``, ``images`` or ``decode_ms``)."""
-    return {label: {b: entry.get(key) for b, entry in m.get("by_people", {}).items()} for label, m in methods.items()}
+def by_people_rows(methods: Mapping[str, Mapping[str, Any]], key: str = "AP",
+                   breakdown: str = "by_people") -> dict[str, dict[str, object]]:
+    """``{label: {bucket: m[breakdown][bucket][key]}}`` of every method ``m`` (``key``: ``AP``, ``images`` or
+    ``decode_ms``; ``breakdown``: ``by_people`` or ``by_closeness``)."""
+    return {label: {b: entry.get(key) for b, entry in m.get(breakdown, {}).items()} for label, m in methods.items()}
+
+
+def closeness_rows(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, object]]:
+    """``{label: {bucket: "AP (images)"}}`` of every method's ``by_closeness``."""
+    return {label: {bucket: f"{format_value(entry.get('AP'))} ({entry.get('images', '-')})"
+                    for bucket, entry in m.get("by_closeness", {}).items()}
+            for label, m in methods.items()}
 
 
 def grid_cell(detection: str, grouping: str) -> str:
@@ -121,6 +132,11 @@ def to_markdown(comparison: Mapping[str, Any]) -> str:
     parts += ["", "## Images by people per image", "", format_table(by_people_rows(methods, "images"), BUCKETS)]
     parts += ["", "## Decode ms per image by people per image", "",
               format_table(by_people_rows(methods, "decode_ms"), BUCKETS)]
+    if any(m.get("by_closeness") for m in methods.values()):
+        parts += ["", "## AP of the images of two or more people, by how close they stand", "",
+                  f"`close`: someone's nearest neighbour's centre lies within {CLOSE_NEIGHBOUR_GAP:g} of their size "
+                  "(overlapping people, the hard case for grouping); `apart`: nobody's does. Images in brackets.", "",
+                  format_table(closeness_rows(methods), CLOSENESS_BUCKETS)]
     grid = comparison.get("oracle_grid")
     if grid:
         parts += ["", "## Oracle grid: AP with ideal detection and/or grouping", "",
