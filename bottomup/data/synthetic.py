@@ -544,7 +544,8 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
     vis = np.concatenate([np.asarray(a["keypoints"]).reshape(-1, 3)[:, 2] for anns in by_image.values()
                           for a in anns] or [np.zeros(0)])
     overlap = sum(_boxes_overlap(anns) for anns in by_image.values())
-    gaps = np.concatenate([_centre_gaps(anns) for anns in by_image.values()] or [np.zeros(0)])
+    gaps = np.concatenate([geometry.annotated_gaps([a["keypoints"] for a in anns]) for anns in by_image.values()]
+                          or [np.zeros(0)])
     crossing = sum(_limbs_cross(anns, limbs) for anns in by_image.values())
     n_images = max(len(by_image), 1)
     return {"images": len(by_image), "people": int(sum(counts)), "people_per_image": histogram,
@@ -553,13 +554,6 @@ def describe(annotations: str | Path | dict[str, Any]) -> dict[str, Any]:
             "occluded_joint_fraction": float((vis == 1).sum() / max((vis > 0).sum(), 1)),
             "crossing_fraction": crossing / n_images,
             "close_neighbour_fraction": float((gaps < geometry.CLOSE_NEIGHBOUR_GAP).mean()) if len(gaps) else 0.0}
-
-
-def _centre_gaps(anns: list[dict[str, Any]]) -> np.ndarray:
-    """Per labelled person of an image with two or more: distance to the nearest other person's centre over its own
-    size (see :func:`describe`)."""
-    # num_keypoints > 0 should mean labelled joints; annotated_gaps skips people where it does not.
-    return geometry.annotated_gaps([a["keypoints"] for a in anns])
 
 
 def _boxes_overlap(anns: list[dict[str, Any]]) -> bool:
