@@ -60,7 +60,8 @@ def main(cfg: DictConfig) -> None:
     print(format_table({"all": metrics}, ("AP", "AP50", "AP75", "APM", "APL", "AR", "decode_ms_per_image",
                                           "forward_ms_per_image"), first="images"))
     print(format_table(metrics["by_people"], ("AP", "images"), first="people per image"))
-    print(format_table(metrics["by_closeness"], ("AP", "images"), first="two or more people"))
+    if metrics["by_closeness"]:
+        print(format_table(metrics["by_closeness"], ("AP", "images"), first="two or more people"))
     print(f"wrote {cfg.output_dir}/metrics.json and results.json")
 
 

@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from bottomup.cli import friendly_errors, set_threads, write_json
 from bottomup.config import build_method, load_group, resolve_path
 from bottomup.errors import ConfigError, config_errors
+from bottomup.evaluation.coco_eval import CLOSENESS_BUCKETS, load_annotations
 from bottomup.evaluation.degrade import Degradation
 from bottomup.evaluation.oracle import run_oracle
-from bottomup.evaluation.coco_eval import CLOSENESS_BUCKETS, load_annotations
 from bottomup.evaluation.report import METRICS, closeness_rows, format_table
 
 
@@ -43,8 +43,9 @@ def main(cfg: DictConfig) -> None:
                         degradation=Degradation(**cfg.degrade), seed=cfg.seed)
     path = write_json(resolve_path(cfg.output), report)
     print(format_table(report["results"], (*METRICS, "decode_ms_per_image")))
-    print("\nAP of the images of two or more people, by how close they stand (images in brackets):")
-    print(format_table(closeness_rows(report["results"]), CLOSENESS_BUCKETS))
+    if any(result["by_closeness"] for result in report["results"].values()):
+        print("\nAP of the images of two or more people, by how close they stand (images in brackets):")
+        print(format_table(closeness_rows(report["results"]), CLOSENESS_BUCKETS))
     print(f"wrote {path}")
 
 

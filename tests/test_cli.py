@@ -93,18 +93,22 @@ def test_results_are_scored_in_the_files_own_keypoint_category(tmp_path: Path) -
 
 
 def test_ap_by_closeness_splits_images_of_overlapping_and_of_separate_people(tmp_path: Path) -> None:
-    """Image 1 holds one person (in neither bucket), image 2 two people 60 px apart, image 3 two people 2 px apart,
-    each 20 px tall: apart and close. Perfect results score 1 in both buckets; without image 3's, close scores 0."""
+    """Image 1 holds one person, a crowd region and a person without labelled joints (in neither bucket), image 2 two
+    people 60 px apart, image 3 two people 2 px apart, each 20 px tall: apart and close. Perfect results score 1 in
+    both buckets; without image 3's, close scores 0."""
     def body(ann_id: int, image_id: int, x: float) -> dict:
         return person(ann_id, image_id, {0: (x, 12.0), 5: (x - 6, 20.0), 6: (x + 6, 20.0), 11: (x - 4, 32.0),
                                          12: (x + 4, 32.0)})
 
-    anns = [body(1, 1, 30.0), body(2, 2, 20.0), body(3, 2, 80.0), body(4, 3, 30.0), body(5, 3, 32.0)]
+    people = [body(1, 1, 30.0), body(2, 2, 20.0), body(3, 2, 80.0), body(4, 3, 30.0), body(5, 3, 32.0)]
+    crowd = person(6, 1, {}, iscrowd=1, num_keypoints=0, segmentation=[[0, 0, 20, 0, 20, 20, 0, 20]])
+    unlabelled = person(7, 1, {}, num_keypoints=0)
+    anns = [*people, crowd, unlabelled]
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 48} for i in (1, 2, 3)]
     annotations = load_annotations(write_dataset(tmp_path, anns, images, write_images=False))
     coco, sigmas = annotations.coco, annotations.skeleton.sigmas
     assert closeness_per_image(coco, [1, 2, 3]) == {1: None, 2: "apart", 3: "close"}
-    truth = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0} for a in anns]
+    truth = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0} for a in people]
     assert evaluate_by_closeness(coco, truth, sigmas, [1, 2, 3]) == {"apart": {"AP": 1.0, "images": 1},
                                                                       "close": {"AP": 1.0, "images": 1}}
     without_close = [r for r in truth if r["image_id"] != 3]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bottomup.evaluation.report import COSTS, METRICS, PLOTS
+from bottomup.evaluation.report import COSTS, METRICS, PLOTS, to_markdown
 from bottomup.report import collect, job_labels, main
 from test_training import run_app
 
@@ -115,3 +115,12 @@ def test_labels_show_what_varies() -> None:
     assert job_labels(jobs, {}) == ["ae", "spm"]
     jobs = [["method=ae", "optim.lr=0.1"], ["method=ae", "optim.lr=0.2"]]
     assert job_labels(jobs, {}) == ["optim.lr=0.1", "optim.lr=0.2"]
+
+
+def test_closeness_table_only_when_a_run_has_one() -> None:
+    """Comparisons written before the closeness breakdown render without it; mixed ones show '-' for the old runs."""
+    run = {"status": "done", "AP": 0.5}
+    assert "how close they stand" not in to_markdown({"title": "old", "methods": {"a": run}})
+    closeness = {"apart": {"AP": 0.6, "images": 3}, "close": {"AP": 0.2, "images": 2}}
+    markdown = to_markdown({"title": "mixed", "methods": {"a": run, "b": dict(run, by_closeness=closeness)}})
+    assert "| b | 0.600 (3) | 0.200 (2) |" in markdown and "| a | - | - |" in markdown

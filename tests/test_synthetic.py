@@ -95,7 +95,7 @@ def test_statistics_show_crowds_overlaps_and_crossings(small: SyntheticPaths) ->
 def test_grouped_fraction_changes_only_the_grouped_images(tmp_path: Path) -> None:
     """At 0 nobody is placed in a row or cluster; images scattered at the default are the same at 0."""
     runs = {}
-    for fraction in (synthetic.GROUPED_FRACTION, 0.0, 1.0):
+    for fraction in (synthetic.GROUPED_FRACTION, 0.3, 0.0, 1.0):
         folder = tmp_path / str(fraction)
         folder.mkdir()
         runs[fraction] = generate_split(folder, "train", 60, (128, 160), seed=0, grouped_fraction=fraction)
@@ -115,6 +115,9 @@ def test_grouped_fraction_changes_only_the_grouped_images(tmp_path: Path) -> Non
     kept = {i for i, anns in people(default).items() if len(anns) >= 2 and people(scattered)[i] == anns}
     moved = {i for i, anns in people(default).items() if len(anns) >= 2 and people(scattered)[i] != anns}
     assert len(alone) >= 10 and len(kept) >= 10 and len(moved) >= 10  # scattered images stay, grouped ones move
+    # An image scattered at the default stays scattered, and the same, at every lower setting.
+    kept_at_03 = {i for i, anns in people(default).items() if len(anns) >= 2 and people(runs[0.3])[i] == anns}
+    assert kept <= kept_at_03
     name = default["images"][min(kept) - 1]["file_name"]
     assert (tmp_path / str(synthetic.GROUPED_FRACTION) / name).read_bytes() == (tmp_path / "0.0" / name).read_bytes()
     with pytest.raises(ValueError, match="grouped_fraction"):

@@ -52,25 +52,24 @@ def poses_to_results(image_id: int, poses: Poses, category_id: int) -> list[dict
             for i in range(len(scores))]
 
 
+def _people(coco: CocoApi, image_id: int) -> list[dict]:
+    """The image's annotated people: not crowd, ``num_keypoints > 0``."""
+    return [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False)) if a.get("num_keypoints", 0) > 0]
+
+
 def people_per_image(coco: CocoApi, image_ids: Iterable[int]) -> dict[int, int]:
     """Annotated people (not crowd, at least one keypoint) per image."""
-    counts = {}
-    for image_id in image_ids:
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
-        counts[image_id] = sum(1 for a in anns if a.get("num_keypoints", 0) > 0)
-    return counts
+    return {image_id: len(_people(coco, image_id)) for image_id in image_ids}
 
 
 def closeness_per_image(coco: CocoApi, image_ids: Iterable[int]) -> dict[int, str | None]:
-    """``{image id: "apart" | "close" | None}``: ``None`` for images with fewer than two annotated people (not crowd,
-    at least one keypoint), ``close`` when one of them has a neighbour whose centre lies within
-    :data:`~bottomup.geometry.CLOSE_NEIGHBOUR_GAP` of the person's size (centre: mean of the labelled keypoints; size:
-    longer side of their box), ``apart`` otherwise."""
+    """``{image id: "apart" | "close" | None}``: ``None`` for images with fewer than two annotated people (not crowd)
+    with a labelled keypoint (``v > 0``), ``close`` when one of them has a neighbour whose centre lies within
+    :data:`~bottomup.geometry.CLOSE_NEIGHBOUR_GAP` times the person's size (centre: mean of the labelled keypoints;
+    size: longer side of their box), ``apart`` otherwise."""
     out: dict[int, str | None] = {}
     for image_id in image_ids:
-        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False))
-                if a.get("num_keypoints", 0) > 0]
-        gaps = geometry.annotated_gaps([a["keypoints"] for a in anns])
+        gaps = geometry.annotated_gaps([a["keypoints"] for a in _people(coco, image_id)])
         out[image_id] = None if not len(gaps) else "close" if (gaps < geometry.CLOSE_NEIGHBOUR_GAP).any() else "apart"
     return out
 
@@ -109,24 +108,23 @@ def _table(output: str) -> str:
 def evaluate_by_crowd(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
                       image_ids: Sequence[int]) -> dict[str, dict[str, float]]:
     """``{bucket: {"AP": ..., "images": n}}`` for the crowd buckets 1, 2-3, 4-7, 8+ people per image."""
-    counts = people_per_image(coco, image_ids)
-    out = {}
-    for lo, hi in CROWD_BUCKETS:
-        name = bucket_name(lo, hi)
-        ids = [i for i, c in counts.items() if bucket_of(c) == name]
-        if ids:
-            out[name] = {"AP": evaluate(coco, results, sigmas, ids)["AP"], "images": len(ids)}
-    return out
+    buckets = {i: bucket_of(count) for i, count in people_per_image(coco, image_ids).items()}
+    return _evaluate_buckets(coco, results, sigmas, buckets, [bucket_name(lo, hi) for lo, hi in CROWD_BUCKETS])
 
 
 def evaluate_by_closeness(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
                           image_ids: Sequence[int]) -> dict[str, dict[str, float]]:
     """``{"apart" | "close": {"AP": ..., "images": n}}`` over the images of two or more people
     (:func:`closeness_per_image`): where grouping has overlapping people to separate, and where it has not."""
-    closeness = closeness_per_image(coco, image_ids)
+    return _evaluate_buckets(coco, results, sigmas, closeness_per_image(coco, image_ids), CLOSENESS_BUCKETS)
+
+
+def _evaluate_buckets(coco: CocoApi, results: Sequence[dict], sigmas: Sequence[float],
+                      bucket_of_image: dict[int, str | None], names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{name: {"AP": ..., "images": n}}`` over the images in each named bucket; empty buckets are left out."""
     out = {}
-    for name in CLOSENESS_BUCKETS:
-        ids = [i for i, c in closeness.items() if c == name]
+    for name in names:
+        ids = [i for i, bucket in bucket_of_image.items() if bucket == name]
         if ids:
             out[name] = {"AP": evaluate(coco, results, sigmas, ids)["AP"], "images": len(ids)}
     return out

@@ -33,8 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bottomup.cli import write_atomic, write_json
-from bottomup.geometry import CLOSE_NEIGHBOUR_GAP
 from bottomup.evaluation.coco_eval import CLOSENESS_BUCKETS, CROWD_BUCKETS, bucket_name
+from bottomup.geometry import CLOSE_NEIGHBOUR_GAP
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 COSTS = ("decode_ms_per_image", "forward_ms_per_image", "params_M", "train_minutes")
@@ -64,11 +64,9 @@ def format_table(rows: Mapping[str, Mapping[str, object]], columns: Sequence[str
 
 # -- tables -----------------------------------------------------------------------------------------------------------
 
-def by_people_rows(methods: Mapping[str, Mapping[str, Any]], key: str = "AP",
-                   breakdown: str = "by_people") -> dict[str, dict[str, object]]:
-    """``{label: {bucket: m[breakdown][bucket][key]}}`` of every method ``m`` (``key``: ``AP``, ``images`` or
-    ``decode_ms``; ``breakdown``: ``by_people`` or ``by_closeness``)."""
-    return {label: {b: entry.get(key) for b, entry in m.get(breakdown, {}).items()} for label, m in methods.items()}
+def by_people_rows(methods: Mapping[str, Mapping[str, Any]], key: str = "AP") -> dict[str, dict[str, object]]:
+    """``{label: {bucket: by_people[bucket][key]}}`` of every method (``key``: ``AP``, ``images`` or ``decode_ms``)."""
+    return {label: {b: entry.get(key) for b, entry in m.get("by_people", {}).items()} for label, m in methods.items()}
 
 
 def closeness_rows(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, object]]:
@@ -122,8 +120,8 @@ def problems(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def to_markdown(comparison: Mapping[str, Any]) -> str:
-    """The whole comparison as markdown: accuracy and cost, AP and decode time by crowd size, oracle grid and study,
-    and the runs that are missing, failed or still running."""
+    """The whole comparison as markdown: accuracy and cost, AP and decode time by crowd size, AP by how close people
+    stand (when any run has it), oracle grid and study, and the runs that are missing, failed or still running."""
     methods = comparison["methods"]
     parts = [f"# {comparison.get('title', 'Comparison')}", ""]
     parts += [f"- {key}: {value}" for key, value in comparison.get("config", {}).items()]
@@ -134,8 +132,9 @@ def to_markdown(comparison: Mapping[str, Any]) -> str:
               format_table(by_people_rows(methods, "decode_ms"), BUCKETS)]
     if any(m.get("by_closeness") for m in methods.values()):
         parts += ["", "## AP of the images of two or more people, by how close they stand", "",
-                  f"`close`: someone's nearest neighbour's centre lies within {CLOSE_NEIGHBOUR_GAP:g} of their size "
-                  "(overlapping people, the hard case for grouping); `apart`: nobody's does. Images in brackets.", "",
+                  f"`close`: someone's nearest neighbour's centre lies within {CLOSE_NEIGHBOUR_GAP:g} x their size "
+                  "(the longer side of their keypoints' box): overlapping people, the hard case for grouping; "
+                  "`apart`: nobody's does. Images in brackets.", "",
                   format_table(closeness_rows(methods), CLOSENESS_BUCKETS)]
     grid = comparison.get("oracle_grid")
     if grid:
