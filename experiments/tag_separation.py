@@ -19,6 +19,7 @@ import torch
 
 from bottomup.data.build import build_dataset
 from bottomup.evaluation.tag_separation import TagSeparation, tag_separation
+from bottomup.geometry import CLOSE_NEIGHBOUR_GAP
 from bottomup.methods.ae import AECodec
 from bottomup.training.trainer import load_model
 
@@ -65,7 +66,7 @@ def main() -> None:
         print(f"  confused joints, centre distance of the two people / own person's size: 10/50/90th percentiles "
               f"{q10:.2f} / {q50:.2f} / {q90:.2f}; under 0.5 (overlapping): {100 * (gap < 0.5).mean():.1f} %")
     print("  confused share by distance to the nearest other person's centre / own size:")
-    edges = (0.0, 0.25, 0.5, 1.0, np.inf)
+    edges = (0.0, CLOSE_NEIGHBOUR_GAP, 0.5, 1.0, np.inf)
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (result.neighbour_gap >= low) & (result.neighbour_gap < high)
         share = f"{100 * confused[inside].mean():5.1f} %" if inside.any() else "    -"
