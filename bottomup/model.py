@@ -43,11 +43,27 @@ def cpu_bf16_supported() -> bool:
     return bool((check is not None and check()) or (amx is not None and amx()))
 
 
-def mixed_precision(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Autocast for the network's forward pass: float16 on CUDA, bfloat16 on CPUs with native bf16 support,
-    nothing elsewhere or when ``enabled`` is False. Losses and decoders always run in float32."""
+def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """The dtype mixed precision runs the network in on ``device``: float16 on CUDA, bfloat16 on CPUs with native
+    bf16 support; None (float32) elsewhere or when ``enabled`` is False."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.float16
     if enabled and device.type == "cpu" and cpu_bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def mixed_precision(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Autocast for the network's forward pass in :func:`autocast_dtype`, or nothing where that is float32. Losses
+    and decoders always run in float32."""
+    dtype = autocast_dtype(device, enabled)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def precision_description(device: torch.device, enabled: bool = True) -> str:
+    """What the network computes in on ``device``, in words, for logs: e.g. ``bfloat16 autocast``, or ``float32
+    (this CPU has no native bfloat16)`` where mixed precision was asked for but does not apply."""
+    dtype = autocast_dtype(device, enabled)
+    if dtype is not None:
+        return f"{str(dtype).removeprefix('torch.')} autocast"
+    return "float32 (this CPU has no native bfloat16)" if enabled and device.type == "cpu" else "float32"

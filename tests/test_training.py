@@ -24,7 +24,9 @@ import torch
 from bottomup.config import build_method, build_trunk, compose
 from bottomup.data import build_dataset
 from bottomup.errors import CheckpointError, ConfigError
+from bottomup import model as model_module
 from bottomup.evaluation import inference
+from bottomup.model import autocast_dtype, mixed_precision, precision_description
 from bottomup.skeletons import COCO
 from bottomup.training import checkpoint
 from bottomup.training.trainer import CHECKPOINT, LOG, Trainer, read_log
@@ -132,7 +134,8 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_a_readable_log(killed_
     assert killed_run["status_at_kill"] == {"status": "running", "epoch": epoch}
     assert any(e["epoch"] >= epoch for e in killed_run["log_after_kill"])
     assert restart.returncode == 0, restart.stderr
-    assert f"resuming at epoch {epoch}" in restart.stdout
+    assert f"resuming at epoch {epoch} on cpu x1 threads, {precision_description(torch.device('cpu'))}; run folder" \
+        in restart.stdout
     log = read_log(run_dir / LOG)
     # Every step logged once, in order: the steps of the interrupted epoch were dropped and done again.
     assert [e["step"] for e in log if e["type"] == "step"] == list(range(1, 3 * 6 + 1))
@@ -177,6 +180,23 @@ def test_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(t
     trainer = Trainer(compose("train", tiny), tmp_path)
     assert not trainer.resume()
     assert read_log(tmp_path / LOG) == [] and (tmp_path / LOG).read_text() == ""
+
+
+def test_mixed_precision_is_float16_on_cuda_bfloat16_on_cpus_with_native_bf16_and_float32_elsewhere(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(cuda) is torch.float16 and precision_description(cuda) == "float16 autocast"
+    monkeypatch.setattr(model_module, "cpu_bf16_supported", lambda: True)
+    assert autocast_dtype(cpu) is torch.bfloat16 and precision_description(cpu) == "bfloat16 autocast"
+    with mixed_precision(cpu):
+        assert torch.get_autocast_dtype("cpu") is torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(model_module, "cpu_bf16_supported", lambda: False)
+    assert autocast_dtype(cpu) is None
+    assert precision_description(cpu) == "float32 (this CPU has no native bfloat16)"
+    with mixed_precision(cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    for device in (cpu, cuda):
+        assert autocast_dtype(device, enabled=False) is None and precision_description(device, False) == "float32"
 
 
 @pytest.mark.cuda

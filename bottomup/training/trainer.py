@@ -30,7 +30,7 @@ from bottomup.config import PRETRAINED, build_model, resolve_path
 from bottomup.data import build_dataset, build_loader
 from bottomup.errors import CheckpointError, ConfigError, config_errors, model_choice
 from bottomup.evaluation import inference
-from bottomup.model import PoseModel, mixed_precision
+from bottomup.model import PoseModel, mixed_precision, precision_description
 from bottomup.skeletons import Skeleton
 from bottomup.training import checkpoint
 from bottomup.training.distributed import Context, barrier, broadcast_object, setup, sync_buffers
@@ -236,8 +236,10 @@ class Trainer:
         if self.ctx.main:
             self._write_status("running")
             where = f"resuming at epoch {self.epoch}" if resumed else "starting"
-            print(f"[train] {cfg.method.name} on {cfg.trunk.name}, data {cfg.data.name}: {where}; run folder "
-                  f"{self.run_dir}", flush=True)
+            device = self.ctx.device
+            threads = f" x{torch.get_num_threads()} threads" if device.type == "cpu" else ""
+            print(f"[train] {cfg.method.name} on {cfg.trunk.name}, data {cfg.data.name}: {where} on {device.type}"
+                  f"{threads}, {precision_description(device, self.amp)}; run folder {self.run_dir}", flush=True)
         if not resumed and cfg.trunk.get(PRETRAINED):
             self._load_pretrained(resolve_path(cfg.trunk[PRETRAINED]))
         self.writer = self._tensorboard(resumed_at=self.step)
