@@ -21,10 +21,10 @@ from typing import Any, Iterator
 import pytest
 import torch
 
+from bottomup import model as model_module
 from bottomup.config import build_method, build_trunk, compose
 from bottomup.data import build_dataset
 from bottomup.errors import CheckpointError, ConfigError
-from bottomup import model as model_module
 from bottomup.evaluation import inference
 from bottomup.model import autocast_dtype, mixed_precision, precision_description
 from bottomup.skeletons import COCO
